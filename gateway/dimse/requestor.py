@@ -1,0 +1,376 @@
+"""The asyncio driver of an association we request (the SCU side).
+
+One ``asyncio.Protocol`` per association feeds received bytes to the sans-I/O
+``UpperLayer`` and queues the DIMSE messages it completes; operations await
+them.  No thread, no polling: the event loop wakes us when bytes arrive.
+
+TCP_NODELAY is set on the socket and TCP_QUICKACK re-armed after every read
+and write: against peers that leave Nagle on (stock DCMTK and Orthanc),
+NODELAY alone still stalls each exchange about 40 ms on delayed ACKs
+(DESIGN.md section 2, lab pitfall 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from gateway import __version__
+from gateway.dimse import pdu as P
+from gateway.dimse import upper_layer as U
+from gateway.dimse.contexts import ContextProfile
+from gateway.dimse.errors import (
+    AssociationAborted,
+    AssociationRefused,
+    DimseError,
+    DimseTimeout,
+    PeerUnreachable,
+)
+from gateway.dimse.messages import Command, CommandError, Message, MessageAssembler
+
+log = logging.getLogger(__name__)
+
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1234.1.1"
+IMPLEMENTATION_VERSION = f"DWGW_{__version__}"[:16]
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every wait has a limit (DESIGN.md section 2)."""
+
+    connect: float = 5.0
+    accept: float = 5.0
+    dimse: float = 30.0
+    release: float = 2.0
+
+
+@dataclass(frozen=True)
+class Peer:
+    aet: str
+    host: str
+    port: int
+
+
+def _tune_socket(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _QUICKACK is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    except OSError:  # pragma: no cover - socket already gone
+        pass
+
+
+def _quickack(sock: socket.socket | None) -> None:
+    """Re-arm TCP_QUICKACK: Linux clears it again after a while (tcp(7))."""
+    if _QUICKACK is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, association: Association) -> None:
+        self.association = association
+        self.transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._sock = transport.get_extra_info("socket")
+        _tune_socket(self._sock)
+
+    def data_received(self, data: bytes) -> None:
+        _quickack(self._sock)
+        self.association._on_bytes(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._can_write.set()
+        self.association._on_connection_lost()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def write(self, parts: list[bytes | memoryview] | bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise AssociationAborted("connection closed")
+        if isinstance(parts, bytes):
+            self.transport.write(parts)
+        else:
+            self.transport.writelines(parts)
+        _quickack(self._sock)
+
+    async def drain(self) -> None:
+        await self._can_write.wait()
+
+
+class Association:
+    """An established association to one peer, used by one operation at a time."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, peer: Peer, profile: ContextProfile, max_receive: int) -> None:
+        self.peer = peer
+        self.profile = profile
+        self.id = next(self._ids)
+        self.machine = U.UpperLayer(requestor=True, max_receive_length=max_receive)
+        self.assembler = MessageAssembler()
+        self.peer_max_pdu = 0
+        self.accepted: dict[int, P.PresentationContextAC] = {}
+        self.accept_pdu: P.AssociateAccept | None = None
+        self._by_abstract: dict[str, list[P.PresentationContextAC]] = {}
+        self._messages: deque[Message] = deque()
+        self._error: DimseError | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._protocol: _Protocol | None = None
+        self._message_ids = itertools.count(0)
+        self.created = time.monotonic()
+        self.last_used = self.created
+
+    # -- state ------------------------------------------------------------
+    @property
+    def is_established(self) -> bool:
+        return self._error is None and self.machine.state is U.State.ESTABLISHED
+
+    @property
+    def is_idle(self) -> bool:
+        """Established with nothing unread: safe to hand to the next operation."""
+        return self.is_established and not self._messages
+
+    def next_message_id(self) -> int:
+        return next(self._message_ids) % 0xFFFF + 1  # PS3.7 E.1: 1..65535
+
+    def context_for(
+        self, abstract_syntax: str, transfer_syntax: str | None = None
+    ) -> P.PresentationContextAC:
+        """The accepted context for an abstract syntax (and transfer syntax, if given)."""
+        for ctx in self._by_abstract.get(abstract_syntax, ()):
+            if transfer_syntax is None or ctx.transfer_syntax == transfer_syntax:
+                return ctx
+        raise AssociationRefused(
+            f"peer did not accept a presentation context for {abstract_syntax}"
+        )
+
+    def has_context(self, abstract_syntax: str) -> bool:
+        return bool(self._by_abstract.get(abstract_syntax))
+
+    # -- events from the protocol ----------------------------------------
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    def _fail(self, error: DimseError) -> None:
+        if self._error is None:
+            self._error = error
+        for fut in (self._handshake, self._released):
+            if not fut.done():
+                fut.set_exception(error)
+                fut.exception()  # mark retrieved: nobody may be waiting on it
+        self._wake()
+
+    def _on_bytes(self, data: bytes) -> None:
+        events = self.machine.receive(data)
+        self._flush_outbox()
+        for ev in events:
+            self._on_event(ev)
+
+    def _flush_outbox(self) -> None:
+        if self.machine.outbox and self._protocol is not None:
+            out, self.machine.outbox = self.machine.outbox, []
+            with contextlib.suppress(DimseError):
+                for data in out:
+                    self._protocol.write(data)
+
+    def _on_event(self, ev: U.Event) -> None:
+        if isinstance(ev, U.DataReceived):
+            try:
+                self._messages.extend(self.assembler.feed(ev.pdvs))
+            except CommandError as exc:
+                self._send_abort()
+                self._fail(AssociationAborted(f"invalid DIMSE message from peer: {exc}"))
+                return
+            self._wake()
+        elif isinstance(ev, U.AssociationAccepted):
+            self._on_accept(ev.accept)
+        elif isinstance(ev, U.AssociationRejected):
+            rj = ev.reject
+            self._fail(
+                AssociationRefused(rj.describe(), transient=rj.result == P.REJECTED_TRANSIENT)
+            )
+            self._close_transport()
+        elif isinstance(ev, U.Aborted):
+            what = ev.detail or f"A-ABORT from peer (source {ev.source}, reason {ev.reason})"
+            self._fail(AssociationAborted(what))
+            self._close_transport()
+        elif isinstance(ev, U.ReleaseRequested):
+            # The peer wants to end the association (e.g. its idle timer): agree.
+            self._send(self.machine.release_reply())
+            self._fail(AssociationAborted("peer released the association"))
+            self._close_transport()
+        elif isinstance(ev, U.Released):
+            if not self._released.done():
+                self._released.set_result(None)
+            self._close_transport()
+
+    def _on_accept(self, ac: P.AssociateAccept) -> None:
+        self.accept_pdu = ac
+        self.peer_max_pdu = ac.user_information.max_length
+        proposed = {c.context_id: c.abstract_syntax for c in self.profile.proposal()}
+        for ctx in ac.contexts:
+            if ctx.accepted and ctx.context_id in proposed:
+                self.accepted[ctx.context_id] = ctx
+                self._by_abstract.setdefault(proposed[ctx.context_id], []).append(ctx)
+        if not self._handshake.done():
+            self._handshake.set_result(None)
+
+    def _on_connection_lost(self) -> None:
+        for ev in self.machine.connection_lost():
+            self._on_event(ev)
+        self._fail(AssociationAborted("connection closed by peer"))
+
+    def _send(self, data: bytes | list[bytes | memoryview]) -> None:
+        if self._protocol is None:
+            raise AssociationAborted("not connected")
+        self._protocol.write(data)
+
+    def _send_abort(self) -> None:
+        with contextlib.suppress(DimseError):
+            self._send(self.machine.abort())
+
+    def _close_transport(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+
+    # -- operations' API ----------------------------------------------------
+    async def send(
+        self, context_id: int, command: Command, dataset: bytes | memoryview | None = None
+    ) -> None:
+        """Send one DIMSE message, fragmented to the peer's maximum PDU length."""
+        if self._error is not None:
+            raise self._error
+        assert self._protocol is not None
+        self.last_used = time.monotonic()
+        max_len = self.peer_max_pdu
+        for pdata in P.pdata_fragments(
+            context_id, command.encode(), is_command=True, max_pdu_length=max_len
+        ):
+            self._send(self.machine.send_data(pdata))
+        if dataset is not None:
+            for pdata in P.pdata_fragments(
+                context_id, dataset, is_command=False, max_pdu_length=max_len
+            ):
+                self._send(self.machine.send_data(pdata))
+                await self._protocol.drain()
+        await self._protocol.drain()
+
+    async def receive(self, timeout: float) -> Message:
+        """The next DIMSE message, or the reason there will be none."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._messages:
+            if self._error is not None:
+                raise self._error
+            self._wakeup = loop.create_future()
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0)):
+                    await self._wakeup
+            except TimeoutError:
+                raise DimseTimeout(
+                    f"no DIMSE response from {self.peer.aet} within {timeout:g} s"
+                ) from None
+            finally:
+                self._wakeup = None
+        self.last_used = time.monotonic()
+        return self._messages.popleft()
+
+    async def release(self, timeout: float = 2.0) -> None:
+        """Orderly A-RELEASE; aborts if the peer does not answer in time."""
+        if not self.is_established:
+            self.abort()
+            return
+        try:
+            self._send(self.machine.release())
+            async with asyncio.timeout(timeout):
+                await self._released
+        except (DimseError, TimeoutError):
+            self.abort()
+        finally:
+            self._close_transport()
+
+    def abort(self) -> None:
+        """A-ABORT and close; the association is never used again."""
+        if self.machine.state is not U.State.CLOSED:
+            self._send_abort()
+        self._fail(AssociationAborted("aborted by the gateway"))
+        self._close_transport()
+
+
+async def associate(
+    peer: Peer,
+    calling_aet: str,
+    profile: ContextProfile,
+    *,
+    timeouts: Timeouts,
+    max_pdu_length: int = 1048576,
+) -> Association:
+    """Open TCP, send A-ASSOCIATE-RQ, and wait for the answer (PS3.8 9.2, AE-1..AE-4)."""
+    loop = asyncio.get_running_loop()
+    assoc = Association(peer, profile, max_pdu_length)
+    try:
+        async with asyncio.timeout(timeouts.connect):
+            _, protocol = await loop.create_connection(
+                lambda: _Protocol(assoc), peer.host, peer.port
+            )
+    except TimeoutError:
+        raise DimseTimeout(f"TCP connect to {peer.host}:{peer.port} timed out") from None
+    except OSError as exc:
+        raise PeerUnreachable(
+            f"cannot connect to {peer.host}:{peer.port}: {exc.strerror or exc}"
+        ) from None
+    assoc._protocol = protocol
+    rq = P.AssociateRequest(
+        called_aet=peer.aet,
+        calling_aet=calling_aet,
+        user_information=P.UserInformation(
+            max_length=max_pdu_length,
+            implementation_class_uid=IMPLEMENTATION_CLASS_UID,
+            implementation_version_name=IMPLEMENTATION_VERSION,
+            role_selections=profile.roles,
+        ),
+        contexts=profile.proposal(),
+    )
+    try:
+        assoc._send(assoc.machine.request(rq))
+        async with asyncio.timeout(timeouts.accept):
+            await assoc._handshake
+    except TimeoutError:
+        assoc.abort()
+        raise DimseTimeout(
+            f"{peer.aet} did not answer the association request within {timeouts.accept:g} s"
+        ) from None
+    except BaseException:
+        assoc.abort()
+        raise
+    if not assoc.accepted:
+        await assoc.release()
+        raise AssociationRefused(f"{peer.aet} accepted none of the proposed presentation contexts")
+    log.debug(
+        "association %d to %s accepted, peer max PDU %d", assoc.id, peer.aet, assoc.peer_max_pdu
+    )
+    return assoc
