@@ -1,2 +1,3 @@
 """DICOMweb gateway: QIDO-RS, WADO-RS, STOW-RS and WADO-URI in front of DIMSE PACS."""
+
 __version__ = "0.1.0"

@@ -130,7 +130,8 @@ class FindOperation:
     ) -> None:
         if self.finished:
             return
-        if exc_type is None:
+        if exc_type is None or issubclass(exc_type, GeneratorExit):
+            # Normal exit or an async generator closed early: cancel cleanly.
             await self.cancel()
         else:
             # An error or a cancelled request mid-stream: the state is unknown.

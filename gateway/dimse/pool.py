@@ -117,7 +117,7 @@ class AssociationPool:
                 if assoc is not None:
                     self._in_use += 1
                     return assoc
-                if self._open < self.settings.max_size or self._evict_other_profile(profile.name):
+                if self._open <= self.settings.max_size or self._evict_other_profile(profile.name):
                     self._open += 1
                     self._in_use += 1
                     return None
@@ -171,6 +171,10 @@ class AssociationPool:
                 assoc = await self._connect(profile)
             yield assoc
             reusable = True
+        except GeneratorExit:
+            # A consumer closed the async generator we were lent to: not a failure.
+            reusable = assoc is not None and assoc.is_idle
+            raise
         except BaseException:
             if assoc is not None:
                 assoc.abort()

@@ -1,0 +1,129 @@
+"""The services' handle on one PACS: its association pool and DIMSE errors as service errors.
+
+Routes never see a ``DimseError``: every DIMSE failure leaves this module as a
+``GatewayError`` with the HTTP status the checklist asks for (ERR-02, ERR-03):
+unreachable, refused or aborted -> 502; refused for now or backing off -> 503;
+timeout -> 504; C-FIND A700 (out of resources) -> 503, other failures -> 502.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator
+
+from gateway.config import PacsConfig, Settings
+from gateway.dimse import contexts
+from gateway.dimse.echoscu import c_echo
+from gateway.dimse.errors import (
+    AssociationAborted,
+    AssociationRefused,
+    DimseError,
+    DimseTimeout,
+    PeerUnreachable,
+    StatusError,
+)
+from gateway.dimse.findscu import FindMatch, FindOperation
+from gateway.dimse.pool import AssociationPool, PoolSettings
+from gateway.dimse.requestor import Peer, Timeouts
+from gateway.services.errors import GatewayError, PacsBusy, PacsFailed, PacsTimeout
+
+
+def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
+    """The service error (and so the HTTP status) for a DIMSE failure."""
+    if isinstance(exc, DimseTimeout):
+        return PacsTimeout(f"PACS {pacs}: {exc}")
+    if isinstance(exc, StatusError):
+        if 0xA700 <= exc.status <= 0xA7FF:
+            return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
+        return PacsFailed(f"PACS {pacs}: {exc}", status=exc.status)
+    if isinstance(exc, AssociationRefused) and exc.transient:
+        return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
+    if isinstance(exc, AssociationRefused | PeerUnreachable | AssociationAborted):
+        if "backing off" in str(exc):
+            return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
+        return PacsFailed(f"PACS {pacs}: {exc}")
+    return PacsFailed(f"PACS {pacs}: {exc}")
+
+
+class PacsClient:
+    """One configured PACS, reached over pooled associations."""
+
+    def __init__(self, config: PacsConfig, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.timeouts = Timeouts(
+            connect=settings.connect_timeout,
+            accept=settings.accept_timeout,
+            dimse=settings.dimse_timeout,
+        )
+        self.pool = AssociationPool(
+            Peer(config.aet, config.host, config.port),
+            PoolSettings(
+                calling_aet=settings.calling_aet,
+                timeouts=self.timeouts,
+                max_size=config.max_associations,
+                idle_seconds=settings.pool_idle_seconds,
+                backoff_seconds=settings.pool_backoff_seconds,
+                max_pdu_length=settings.max_pdu_length,
+            ),
+        )
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except DimseError as exc:
+            raise translate(exc, self.config.aet, self.settings.pool_backoff_seconds) from exc
+
+    async def echo(self) -> float:
+        """C-ECHO on a pooled association; returns the round trip in seconds."""
+        with self._errors():
+            async with self.pool.acquire(contexts.QUERY) as assoc:
+                start = time.perf_counter()
+                await c_echo(assoc, self.timeouts.dimse)
+                return time.perf_counter() - start
+
+    async def find(
+        self, identifier: Callable[[str], bytes], *, patient_root: bool = False
+    ) -> AsyncGenerator[FindMatch, None]:
+        """Stream C-FIND matches; closing the iterator early cancels the query.
+
+        ``identifier`` encodes the query for the negotiated transfer syntax.
+        """
+        sop_class = contexts.PATIENT_ROOT_FIND if patient_root else contexts.STUDY_ROOT_FIND
+        with self._errors():
+            async with (
+                self.pool.acquire(contexts.QUERY) as assoc,
+                FindOperation(assoc, sop_class, identifier, timeout=self.timeouts.dimse) as op,
+            ):
+                async for match in op:
+                    yield match
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class PacsDirectory:
+    """All configured PACS by name and AE title; the first one is the default."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.clients = [PacsClient(p, settings) for p in settings.pacs]
+
+    def get(self, name: str | None = None) -> PacsClient | None:
+        if not self.clients:
+            return None
+        if name is None:
+            return self.clients[0]
+        for client in self.clients:
+            if name in (client.config.name, client.config.aet):
+                return client
+        return None
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()

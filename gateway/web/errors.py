@@ -1,0 +1,48 @@
+"""Errors as short JSON bodies, mapped from exceptions in one place (ERR-01).
+
+Every 4xx/5xx the gateway sends is ``{"error": <reason phrase>, "detail": ...}``
+so that curl users and viewers see what was wrong without reading logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.services.errors import GatewayError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps({"error": HTTPStatus(status).phrase, "detail": detail})
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+async def gateway_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    if exc.status >= 500:
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc)
+    return error_response(exc.status, str(exc), exc.headers())
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error; see the gateway log")
+
+
+EXCEPTION_HANDLERS = {
+    GatewayError: gateway_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

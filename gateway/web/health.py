@@ -1,0 +1,35 @@
+"""``/healthz`` (the process answers) and ``/readyz`` (every PACS answers C-ECHO)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.services.errors import GatewayError
+from gateway.services.pacs import PacsClient, PacsDirectory
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _probe(client: PacsClient) -> dict[str, object]:
+    try:
+        seconds = await client.echo()
+    except GatewayError as exc:
+        return {"name": client.name, "aet": client.config.aet, "ok": False, "detail": str(exc)}
+    return {
+        "name": client.name,
+        "aet": client.config.aet,
+        "ok": True,
+        "echo_ms": round(seconds * 1000, 3),
+    }
+
+
+async def readyz(request: Request) -> Response:
+    directory: PacsDirectory = request.app.state.pacs
+    results = await asyncio.gather(*(_probe(c) for c in directory.clients))
+    ready = bool(results) and all(r["ok"] for r in results)
+    return JSONResponse({"ready": ready, "pacs": list(results)}, status_code=200 if ready else 503)
