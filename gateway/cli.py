@@ -12,7 +12,6 @@ import asyncio
 import logging
 import signal
 import sys
-from typing import Any
 
 from gateway import __version__
 from gateway.config import SETTINGS_HELP, ConfigError, PacsConfig, Settings, load_settings
@@ -60,9 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    pacs = None
-    if getattr(args, "pacs", None):
+def _settings(args: argparse.Namespace, pacs: tuple[PacsConfig, ...] | None = None) -> Settings:
+    if pacs is None and getattr(args, "pacs", None):
         pacs = tuple(
             PacsConfig.parse(spec, name="default" if i == 0 else f"pacs{i}")
             for i, spec in enumerate(args.pacs)
@@ -75,7 +73,6 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         host=getattr(args, "host", None),
         port=getattr(args, "port", None),
         base_path=getattr(args, "base_path", None),
-        **extra,
     )
 
 
@@ -155,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             _configure_logging(args.log_level or "INFO")
+            logging.getLogger("pynetdicom").setLevel(logging.WARNING)
             return _demo(args)
         settings = _settings(args)
         _configure_logging(settings.log_level)
