@@ -14,8 +14,9 @@ Output rules (PS3.18 F.2), and where we deliberately differ from pydicom 3:
    pydicom gives ``""`` (or ``{"Alphabetic": ""}`` for PN).
 3. DS and IS values are JSON numbers (F.2.3). A value that is not a valid
    number (or is NaN/infinite) becomes ``null`` and the rest of the dataset is
-   kept; pydicom raises and loses the whole dataset. DS becomes a float, IS an
-   int (an IS written as "12.0" is accepted as 12).
+   kept; pydicom raises and loses the whole dataset. A single invalid value
+   gives ``[null]``, not an empty attribute, so "present but unreadable" stays
+   apart from "empty". DS becomes a float, IS an int ("12.0" is accepted as 12).
 4. NaN and +/-Infinity never appear: such FL/FD/DS values are ``null``
    (JSON has no literal for them; pydicom emits them and breaks strict parsers).
 5. PN values are objects with only the non-empty groups among Alphabetic,
@@ -41,6 +42,10 @@ Output rules (PS3.18 F.2), and where we deliberately differ from pydicom 3:
 11. Private creators and private elements are kept (JSON-04). Private
    elements of implicit VR datasets are UN (their VR is unknown, PS3.5 6.2.2);
    pydicom looks some up in its private dictionary.
+12. Padding is removed from each value of a multi-valued string, not only
+   from the end of the whole string: CS "DERIVED \\PRIMARY" gives "DERIVED"
+   (PS3.5 Table 6.2-1: trailing spaces are padding, and leading spaces too for
+   AE and CS). pydicom keeps "DERIVED " for AS, CS, DA, DT, TM and UI.
 
 `bulk_data_uri` receives the path of the element: the tags of the enclosing
 sequences, each followed by the 0-based index of the item, then the element's
@@ -48,9 +53,8 @@ own tag, e.g. ``(0x00540016, 0, 0x00189701)``; for a top-level element just
 ``(tag,)``.
 
 Text is decoded by Specific Character Set (see `charset`), per dataset: a
-sequence item with its own (0008,0005) uses it, otherwise it inherits. String
-values lose their trailing padding (spaces, NUL), and AE and CS their leading
-spaces too (PS3.5 Table 6.2-1).
+sequence item with its own (0008,0005) uses it, otherwise it inherits.
+`charset_hint` only stands in for a missing (0008,0005).
 """
 
 from __future__ import annotations
@@ -351,10 +355,15 @@ def _integer(value: str) -> int | None:
     if not value or "_" in value:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
-        number = _decimal(value)
-        return int(number) if number is not None and number.is_integer() else None
+        decimal = _decimal(value)
+        if decimal is None or not decimal.is_integer():
+            return None
+        number = int(decimal)
+    # orjson cannot write integers beyond 64 bits; such an IS is garbage anyway
+    # (PS3.5 Table 6.2-1 allows 32 bits).
+    return number if -(2**63) <= number < 2**64 else None
 
 
 def _to_little_endian(raw: bytes, width: int) -> bytes:

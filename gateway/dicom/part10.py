@@ -111,7 +111,7 @@ def read_part10(data: bytes | memoryview) -> Part10:
         # it is encoded, as pydicom does (with a warning).
         explicit = looks_explicit_vr(data, offset)
     if not uid:
-        uid = str(_transfer_syntax_for(explicit, little))
+        uid = _transfer_syntax_for(explicit, little)
     return Part10(
         meta=meta,
         transfer_syntax_uid=uid,
@@ -144,7 +144,7 @@ def _bare_dataset(data: bytes | memoryview) -> Part10:
     little = True
     if len(data) >= 2:
         little = struct.unpack_from("<H", data, 0)[0] <= struct.unpack_from(">H", data, 0)[0]
-    uid = str(_transfer_syntax_for(explicit, little))
+    uid = _transfer_syntax_for(explicit, little)
     return Part10({}, uid, "", "", data, 0, explicit, little)
 
 

@@ -17,9 +17,9 @@ Choices worth knowing:
   (gggg,0000) are UL, private creators (gggg,0010-00FF) LO, other private
   elements and unknown tags UN. Dictionary VRs such as "US or SS" are resolved
   from the dataset, as PS3.5 A.1 and PS3.3 C.7.6.3 / C.11.1 describe.
-- An explicit UN on a public tag whose dictionary VR is known is read with the
-  dictionary VR (PS3.5 6.2.2: such a UN is an encoding mistake), like pydicom's
-  `replace_un_with_known_vr`.
+- An explicit UN whose VR is known (a public tag in the dictionary, or a
+  private creator) is read with that VR (PS3.5 6.2.2: such a UN is an encoding
+  mistake), like pydicom's `replace_un_with_known_vr`.
 - An item inside an explicit VR dataset whose first element does not carry a
   VR is read as implicit VR little endian (PS3.5 6.2.2 note; writers that copy
   UN sequences produce this), as pydicom does.
@@ -104,8 +104,8 @@ _U16_BE: Final = struct.Struct(">H")
 # - items: for SQ, the elements of each item, else None
 # - fragments: for encapsulated Pixel Data, (offset, length) of each fragment,
 #   the Basic Offset Table first (PS3.5 A.4), else None
-# A tuple and not a NamedTuple: building a NamedTuple costs a third of the
-# walk, and the JSON encoder unpacks every element anyway.
+# A tuple and not a NamedTuple: building a NamedTuple costs about a quarter of
+# the walk, and the JSON encoder unpacks every element anyway.
 Fragment: TypeAlias = tuple[int, int]
 Element: TypeAlias = tuple[
     int, str, int, int, "list[list[Element]] | None", "list[Fragment] | None"

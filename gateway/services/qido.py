@@ -16,6 +16,8 @@ from typing import Any
 
 from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
+from gateway.dicom.walker import DicomParseError
+from gateway.services.errors import PacsFailed
 from gateway.services.pacs import PacsClient
 from gateway.services.qido_attributes import RESULT_ATTRIBUTES, Level
 from gateway.services.qido_identifier import build_identifier
@@ -116,7 +118,12 @@ async def search(
     finds = pacs.find(identifier_encoder(query, charset))
     try:
         async for match in finds:
-            item = dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
+            try:
+                item = dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
+            except DicomParseError as exc:
+                raise PacsFailed(
+                    f"PACS {pacs.config.aet} sent a C-FIND identifier we cannot parse: {exc}"
+                ) from exc
             if query.has_post_filter and not query.post_filter(item):
                 continue
             key = _first_value(item, _UNIQUE_KEY[query.level])
