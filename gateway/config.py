@@ -94,8 +94,8 @@ SETTINGS_HELP: dict[str, str] = {
     "connect_timeout": "Seconds to wait for the TCP connection to the PACS.",
     "accept_timeout": "Seconds to wait for A-ASSOCIATE-AC/RJ after the request.",
     "dimse_timeout": "Seconds to wait for each DIMSE response (or pending response).",
-    "network_timeout": "Seconds a pooled association may sit without network activity "
-    "while an operation is running before it is aborted.",
+    "network_timeout": "While a DIMSE message is still arriving, the DIMSE timeout is "
+    "extended as long as bytes keep coming with gaps shorter than this many seconds.",
     "max_pdu_length": "Maximum PDU length the gateway offers to receive (bytes).",
     "pool_idle_seconds": "Idle pooled associations are released after this many seconds.",
     "pool_backoff_seconds": "After the PACS refused or could not be reached, new "
@@ -218,4 +218,22 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"{name}: must be > 0")
 
 
-__all__ = ["SETTINGS_HELP", "ConfigError", "PacsConfig", "Settings", "load_settings"]
+def settings_table() -> str:
+    """The markdown table of docs/configuration.md (a test keeps the two equal)."""
+    defaults = Settings()
+    rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = "(none)" if f.name == "pacs" else getattr(defaults, f.name)
+        env = ENV_PREFIX + f.name.upper()
+        rows.append(f"| `{f.name}` | `{env}` | `{default}` | {SETTINGS_HELP[f.name]} |")
+    return "\n".join(rows)
+
+
+__all__ = [
+    "SETTINGS_HELP",
+    "ConfigError",
+    "PacsConfig",
+    "Settings",
+    "load_settings",
+    "settings_table",
+]

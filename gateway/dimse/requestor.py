@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1234.1.1"
 IMPLEMENTATION_VERSION = f"DWGW_{__version__}"[:16]
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+_WRITE_BATCH = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Timeouts:
     connect: float = 5.0
     accept: float = 5.0
     dimse: float = 30.0
+    network: float = 60.0
     release: float = 2.0
 
 
@@ -139,6 +141,9 @@ class Association:
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._protocol: _Protocol | None = None
         self._message_ids = itertools.count(0)
+        self._loop = asyncio.get_running_loop()
+        self._rx_at = 0.0
+        self.network_timeout = 60.0
         self.created = time.monotonic()
         self.last_used = self.created
 
@@ -184,6 +189,7 @@ class Association:
         self._wake()
 
     def _on_bytes(self, data: bytes) -> None:
+        self._rx_at = self._loop.time()
         events = self.machine.receive(data)
         self._flush_outbox()
         for ev in events:
@@ -266,34 +272,56 @@ class Association:
         assert self._protocol is not None
         self.last_used = time.monotonic()
         max_len = self.peer_max_pdu
-        for pdata in P.pdata_fragments(
+        # One write per ~256 KiB: a C-FIND (command + identifier) is a single
+        # send() instead of two, which is most of a round trip on loopback.
+        parts: list[bytes | memoryview] = []
+        pending = 0
+        fragments = P.pdata_fragments(
             context_id, command.encode(), is_command=True, max_pdu_length=max_len
-        ):
-            self._send(self.machine.send_data(pdata))
+        )
         if dataset is not None:
-            for pdata in P.pdata_fragments(
-                context_id, dataset, is_command=False, max_pdu_length=max_len
-            ):
-                self._send(self.machine.send_data(pdata))
+            fragments = [
+                *fragments,
+                *P.pdata_fragments(context_id, dataset, is_command=False, max_pdu_length=max_len),
+            ]
+        for pdata in fragments:
+            encoded = self.machine.send_data(pdata)
+            parts.extend(encoded)
+            pending += sum(len(p) for p in encoded)
+            if pending >= _WRITE_BATCH:
+                self._send(parts)
+                parts, pending = [], 0
                 await self._protocol.drain()
+        if parts:
+            self._send(parts)
         await self._protocol.drain()
 
     async def receive(self, timeout: float) -> Message:
-        """The next DIMSE message, or the reason there will be none."""
+        """The next DIMSE message, or the reason there will be none.
+
+        ``timeout`` bounds the wait for a response; while a long message is
+        still arriving it is extended for as long as bytes keep coming with
+        gaps shorter than the network timeout (a 500 MB data set on a slow
+        link is not a silent peer).
+        """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        start = loop.time()
+        deadline = start + timeout
         while not self._messages:
             if self._error is not None:
                 raise self._error
-            self._wakeup = loop.create_future()
             remaining = deadline - loop.time()
+            if remaining <= 0:
+                if self._rx_at > start and self._rx_at + self.network_timeout > loop.time():
+                    deadline = self._rx_at + self.network_timeout
+                    continue
+                raise DimseTimeout(f"no DIMSE response from {self.peer.aet} within {timeout:g} s")
+            self._wakeup = loop.create_future()
             try:
-                async with asyncio.timeout(max(remaining, 0)):
+                async with asyncio.timeout(remaining):
                     await self._wakeup
             except TimeoutError:
-                raise DimseTimeout(
-                    f"no DIMSE response from {self.peer.aet} within {timeout:g} s"
-                ) from None
+                continue
             finally:
                 self._wakeup = None
         self.last_used = time.monotonic()
@@ -332,6 +360,7 @@ async def associate(
     """Open TCP, send A-ASSOCIATE-RQ, and wait for the answer (PS3.8 9.2, AE-1..AE-4)."""
     loop = asyncio.get_running_loop()
     assoc = Association(peer, profile, max_pdu_length)
+    assoc.network_timeout = timeouts.network
     try:
         async with asyncio.timeout(timeouts.connect):
             _, protocol = await loop.create_connection(

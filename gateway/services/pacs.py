@@ -56,6 +56,7 @@ class PacsClient:
             connect=settings.connect_timeout,
             accept=settings.accept_timeout,
             dimse=settings.dimse_timeout,
+            network=settings.network_timeout,
         )
         self.pool = AssociationPool(
             Peer(config.aet, config.host, config.port),
