@@ -117,7 +117,7 @@ class AssociationPool:
                 if assoc is not None:
                     self._in_use += 1
                     return assoc
-                if self._open <= self.settings.max_size or self._evict_other_profile(profile.name):
+                if self._open < self.settings.max_size or self._evict_other_profile(profile.name):
                     self._open += 1
                     self._in_use += 1
                     return None

@@ -93,6 +93,7 @@ class UpperLayer:
         self._parser = P.PduParser(max_receive_length)
         self.outbox: list[bytes] = []
         self._requested = False
+        self._collision = False
 
     def _need(self, *states: State) -> None:
         if self.state not in states:
@@ -195,11 +196,17 @@ class UpperLayer:
             if st is State.ESTABLISHED:
                 self.state = State.AWAITING_LOCAL_RELEASE
                 return ReleaseRequested()
-            if st is State.AWAITING_RELEASE_REPLY:
-                # Release collision (PS3.8 9.2.3, AR-8): answer and keep waiting for theirs.
-                self.outbox.append(P.ReleaseReply().encode())
+            if st is State.AWAITING_RELEASE_REPLY and not self._collision:
+                # Release collision (PS3.8 9.2.3, AR-8): the requestor answers at once
+                # (AR-9) and waits for theirs; the acceptor answers only after the
+                # requestor's A-RELEASE-RP has arrived (AR-10, AR-4).
+                self._collision = True
+                if self.requestor:
+                    self.outbox.append(P.ReleaseReply().encode())
                 return None
         if isinstance(pdu, P.ReleaseReply) and st is State.AWAITING_RELEASE_REPLY:
+            if self._collision and not self.requestor:
+                self.outbox.append(P.ReleaseReply().encode())
             self.state = State.CLOSED
             return Released()
         name = type(pdu).__name__
