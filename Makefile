@@ -1,25 +1,44 @@
-# Developer and CI entry points. `make install` once, then `make test` / `make lint`.
-# PY is the virtualenv's python when .venv exists (so CI and developers run the
-# same interpreter and packages), else the system python3.
+# Developer and CI entry points.
+#   make test   installs what is missing (Orthanc, DCMTK via apt-get; .venv with
+#               the test extras), then runs the test suite. The README's test command.
+#   make lint   ruff check, ruff format --check, mypy --strict gateway
+#   make bench  benchmarks under tests/bench (side by side with DCMTK/Orthanc)
+# PY is the virtualenv's python when .venv exists, else the system python3.
 VENV   ?= .venv
 PYTHON ?= python3
-PY     ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON))
+PY      = $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON))
+SUDO    = $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install test lint bench
+.PHONY: install system-deps test lint bench demo
 
-install:
+# The PACS the tests run against; apt-get only when one is missing.
+system-deps:
+	@if ! command -v dcmqrscp >/dev/null 2>&1 || ! test -x /usr/sbin/Orthanc \
+	    || ! test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so; then \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends --no-upgrade \
+	    orthanc orthanc-dicomweb dcmtk; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
 
-# pyproject's addopts already deselect the bench and slow markers.
-test:
+install: $(VENV)/.installed
+
+# pyproject's addopts deselect the bench and slow markers.
+test: system-deps install
 	$(PY) -m pytest -q
 
-lint:
+lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy --strict gateway
 
-bench:
-	$(PY) -m pytest -m bench tests/bench -s
+bench: system-deps install
+	$(PY) -m pytest -m bench tests/bench -s -p no:cacheprovider
+
+demo: install
+	$(VENV)/bin/dicomweb-gateway demo
