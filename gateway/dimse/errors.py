@@ -41,3 +41,7 @@ class StatusError(DimseError):
         self.operation = operation
         self.status = status
         self.comment = comment
+
+
+class PoolExhausted(DimseError):
+    """Every association the pool may open is busy, and none came free in time."""

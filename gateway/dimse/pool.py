@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.dimse.contexts import ContextProfile
-from gateway.dimse.errors import AssociationRefused, DimseError, PeerUnreachable
+from gateway.dimse.errors import AssociationRefused, DimseError, PeerUnreachable, PoolExhausted
 from gateway.dimse.requestor import Association, Peer, Timeouts, associate
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,14 @@ class AssociationPool:
         state on the wire is unknown.  Operations that end cleanly leave it
         idle and it returns to the pool.
         """
-        assoc = await self._reserve(profile)
+        try:
+            async with asyncio.timeout(self.settings.timeouts.dimse):
+                assoc = await self._reserve(profile)
+        except TimeoutError:
+            raise PoolExhausted(
+                f"all {self.settings.max_size} associations to {self.peer.aet} stayed busy "
+                f"for {self.settings.timeouts.dimse:g} s"
+            ) from None
         reusable = False
         try:
             if assoc is None:

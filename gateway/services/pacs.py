@@ -2,7 +2,8 @@
 
 Routes never see a ``DimseError``: every DIMSE failure leaves this module as a
 ``GatewayError`` with the HTTP status the checklist asks for (ERR-02, ERR-03):
-unreachable, refused or aborted -> 502; refused for now or backing off -> 503;
+unreachable, refused or aborted -> 502; refused for now, backing off or every
+pooled association busy -> 503;
 timeout -> 504; C-FIND A700 (out of resources) -> 503, other failures -> 502.
 """
 
@@ -21,6 +22,7 @@ from gateway.dimse.errors import (
     DimseError,
     DimseTimeout,
     PeerUnreachable,
+    PoolExhausted,
     StatusError,
 )
 from gateway.dimse.findscu import FindMatch, FindOperation
@@ -37,6 +39,8 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
         if 0xA700 <= exc.status <= 0xA7FF:
             return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
         return PacsFailed(f"PACS {pacs}: {exc}", status=exc.status)
+    if isinstance(exc, PoolExhausted):
+        return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
     if isinstance(exc, AssociationRefused) and exc.transient:
         return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
     if isinstance(exc, AssociationRefused | PeerUnreachable | AssociationAborted):

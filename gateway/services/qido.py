@@ -10,18 +10,24 @@ configured maximum, so holding it is cheap; nothing else in a search buffers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import functools
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydicom.datadict import dictionary_VR
 
 from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
 from gateway.dicom.walker import DicomParseError
 from gateway.services.errors import PacsFailed
 from gateway.services.pacs import PacsClient
-from gateway.services.qido_attributes import RESULT_ATTRIBUTES, Level
+from gateway.services.qido_attributes import RESULT_ATTRIBUTES, Level, result_levels
 from gateway.services.qido_identifier import build_identifier
+from gateway.services.qido_plan import merge_parent, scope_to_parent, split_relational
 from gateway.services.qido_query import QidoQuery
+from gateway.services.qido_verify import matches_query
 
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _RETRIEVE_URL = "00081190"
@@ -67,17 +73,16 @@ def _retrieve_url(
     return f"{url}/instances/{sop}" if sop else None
 
 
-_RESULT_VRS: dict[Level, list[tuple[str, str]]] = {}
+@functools.cache
+def _required_keys(level: Level, study_scoped: bool, series_scoped: bool) -> list[tuple[str, str]]:
+    """(8-hex tag, VR) of the top-level return attributes of a search (QIDO-07).
 
-
-def _required_keys(level: Level) -> list[tuple[str, str]]:
-    """(8-hex tag, VR) of the top-level return attributes of a level (QIDO-07)."""
-    if level not in _RESULT_VRS:
-        from pydicom.datadict import dictionary_VR
-
-        keys = sorted({path[0] for path in RESULT_ATTRIBUTES[level]})
-        _RESULT_VRS[level] = [(f"{t:08X}", dictionary_VR(t)) for t in keys]
-    return _RESULT_VRS[level]
+    All Series also returns the study's attributes, All Instances the study's
+    and the series' (PS3.18 10.6.3.3).
+    """
+    levels = result_levels(level, study_scoped=study_scoped, series_scoped=series_scoped)
+    keys = sorted({path[0] for lvl in levels for path in RESULT_ATTRIBUTES[lvl]})
+    return [(f"{t:08X}", dictionary_VR(t)) for t in keys]
 
 
 def finish_match(item: dict[str, Any], query: QidoQuery, base_url: str) -> dict[str, Any]:
@@ -87,7 +92,8 @@ def finish_match(item: dict[str, Any], query: QidoQuery, base_url: str) -> dict[
     empty (``{"vr": ...}``); dcmqrscp silently drops keys it does not index.
     """
     item.pop(_QUERY_LEVEL, None)
-    for tag, vr in _required_keys(query.level):
+    scoped = (query.study_uid is not None, query.series_uid is not None)
+    for tag, vr in _required_keys(query.level, *scoped):
         if tag not in item:
             item[tag] = {"vr": vr}
     url = _retrieve_url(query.level, item, query, base_url)
@@ -105,18 +111,12 @@ def identifier_encoder(query: QidoQuery, charset: str) -> Callable[[str], bytes]
     return encode
 
 
-async def search(
-    pacs: PacsClient, query: QidoQuery, *, base_url: str, charset: str, max_results: int
-) -> SearchResult:
-    """Run the C-FIND and return at most ``limit`` matches after ``offset``."""
-    limit = max_results if query.limit is None else min(query.limit, max_results)
-    wanted = query.offset + limit
-    matches: list[dict[str, Any]] = []
-    seen = 0
-    more = False
+async def _pacs_matches(
+    pacs: PacsClient, query: QidoQuery, charset: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """One C-FIND, decoded and checked; closing early cancels it."""
     unique: set[str] = set()
-    finds = pacs.find(identifier_encoder(query, charset))
-    try:
+    async with contextlib.aclosing(pacs.find(identifier_encoder(query, charset))) as finds:
         async for match in finds:
             try:
                 item = dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
@@ -124,6 +124,8 @@ async def search(
                 raise PacsFailed(
                     f"PACS {pacs.config.aet} sent a C-FIND identifier we cannot parse: {exc}"
                 ) from exc
+            if not matches_query(query, item):
+                continue
             if query.has_post_filter and not query.post_filter(item):
                 continue
             key = _first_value(item, _UNIQUE_KEY[query.level])
@@ -133,15 +135,51 @@ async def search(
                 if key in unique:
                     continue
                 unique.add(key)
+            yield item
+
+
+async def _matches(
+    pacs: PacsClient, query: QidoQuery, charset: str
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The query's matches, split into hierarchical C-FINDs when it needs that."""
+    split = split_relational(query)
+    if split is None:
+        async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
+            async for item in items:
+                yield item
+        return
+    parent_query, child_query = split
+    # The parents are collected first so that their association is back in the
+    # pool before the children's C-FINDs start: nested acquires could exhaust it.
+    async with contextlib.aclosing(_matches(pacs, parent_query, charset)) as parent_items:
+        parents = [p async for p in parent_items]
+    for parent in parents:
+        scoped = scope_to_parent(child_query, parent)
+        if scoped is None:
+            continue
+        async with contextlib.aclosing(_matches(pacs, scoped, charset)) as items:
+            async for item in items:
+                yield merge_parent(item, parent)
+
+
+async def search(
+    pacs: PacsClient, query: QidoQuery, *, base_url: str, charset: str, max_results: int
+) -> SearchResult:
+    """Run the C-FIND(s) and return at most ``limit`` matches after ``offset``."""
+    limit = max_results if query.limit is None else min(query.limit, max_results)
+    wanted = query.offset + limit
+    matches: list[dict[str, Any]] = []
+    seen = 0
+    more = False
+    async with contextlib.aclosing(_matches(pacs, query, charset)) as items:
+        async for item in items:
             seen += 1
             if seen <= query.offset:
                 continue
             if seen > wanted:
                 more = True
-                break
+                break  # leaving the block closes the generators: C-CANCEL
             matches.append(finish_match(item, query, base_url))
-    finally:
-        await finds.aclose()  # cancels the C-FIND if we stopped early
     warnings = list(query.warnings)
     if more:
         # PS3.18 8.3.4.4: the count is unknown because the query was cancelled

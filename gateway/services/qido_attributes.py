@@ -217,3 +217,24 @@ def return_keys(
         for path in RESULT_ATTRIBUTES[lvl] + (INCLUDE_ALL[lvl] if include_all else ()):
             seen.setdefault(path, None)
     return tuple(seen)
+
+
+def _levels_by_tag() -> dict[int, Level]:
+    seen: dict[int, set[Level]] = {}
+    for table in (RESULT_ATTRIBUTES, REQUIRED_MATCHING, INCLUDE_ALL):
+        for level, paths in table.items():
+            for path in paths:
+                seen.setdefault(path[0], set()).add(level)
+    return {tag: next(iter(levels)) for tag, levels in seen.items() if len(levels) == 1}
+
+
+_LEVEL_OF_TAG = _levels_by_tag()
+
+
+def attribute_level(tag: int) -> Level | None:
+    """The information-model level an attribute belongs to, as far as our tables say.
+
+    Patient attributes count as STUDY (the Study Root model keeps them there,
+    PS3.4 C.6.2.1); an attribute found at several levels or at none is None.
+    """
+    return _LEVEL_OF_TAG.get(tag)
