@@ -68,7 +68,6 @@ class Settings:
     qido_empty_status: int = 204
     qido_charset: str = "ISO_IR 192"
     log_level: str = "INFO"
-    log_patient_data: bool = False
 
     def pacs_named(self, name: str | None) -> PacsConfig | None:
         """The PACS with that name or AE title, or the first one for None."""
@@ -106,7 +105,6 @@ SETTINGS_HELP: dict[str, str] = {
     "qido_charset": "Specific Character Set put in a C-FIND when a query value is not "
     "ASCII (ISO_IR 192 = UTF-8, or ISO_IR 100 = Latin-1).",
     "log_level": "Logging level (DEBUG, INFO, WARNING, ERROR).",
-    "log_patient_data": "Allow identifiers and query values in DEBUG logs.",
 }
 
 

@@ -77,10 +77,11 @@ def _represent(
     matches: list[dict[str, object]], representation: str, settings: Settings
 ) -> Response:
     if not matches:
-        if settings.qido_empty_status == 204:
+        # A multipart body needs at least one part (RFC 2046 5.1.1), so an empty
+        # XML answer is 204 whatever the setting says (docs/qido.md).
+        if settings.qido_empty_status == 204 or representation != "json":
             return Response(status_code=204)
-        if representation == "json":
-            return Response(b"[]", media_type="application/dicom+json")
+        return Response(b"[]", media_type="application/dicom+json")
     if representation == "json":
         return Response(_json_body(matches), media_type="application/dicom+json")
     boundary = new_boundary()

@@ -1106,6 +1106,14 @@ def test_empty_result_can_be_200_with_an_empty_array(
         assert parse_json(resp) == []
     # and non-empty results are unchanged
     assert len(matches(get(gateway.url + "/studies", {"PatientID": "DEMO-0001"}))) == 1
+    # A multipart body cannot have zero parts (RFC 2046 5.1.1): XML stays 204.
+    xml = requests.get(
+        gateway.url + "/studies",
+        params={"PatientID": "NO-SUCH-PATIENT"},
+        headers={"Accept": 'multipart/related; type="application/dicom+xml"'},
+        timeout=30,
+    )
+    assert xml.status_code == 204 and xml.content == b""
 
 
 # --------------------------------------------------------------------------- QIDO-11
