@@ -173,41 +173,31 @@ def c_echo_rq(message_id: int) -> Command:
     )
 
 
-def c_find_rq(message_id: int, sop_class_uid: str) -> Command:
+def _query_retrieve_rq(command_field: int, message_id: int, sop_class_uid: str) -> Command:
+    """C-FIND/C-GET/C-MOVE-RQ share their fields (PS3.7 9.3.2.1, 9.3.3.1, 9.3.4.1)."""
     return Command(
         {
             "AffectedSOPClassUID": sop_class_uid,
-            "CommandField": C_FIND_RQ,
+            "CommandField": command_field,
             "MessageID": message_id,
             "Priority": PRIORITY_MEDIUM,
             "CommandDataSetType": HAS_DATASET,
         }
     )
+
+
+def c_find_rq(message_id: int, sop_class_uid: str) -> Command:
+    return _query_retrieve_rq(C_FIND_RQ, message_id, sop_class_uid)
 
 
 def c_get_rq(message_id: int, sop_class_uid: str) -> Command:
-    return Command(
-        {
-            "AffectedSOPClassUID": sop_class_uid,
-            "CommandField": C_GET_RQ,
-            "MessageID": message_id,
-            "Priority": PRIORITY_MEDIUM,
-            "CommandDataSetType": HAS_DATASET,
-        }
-    )
+    return _query_retrieve_rq(C_GET_RQ, message_id, sop_class_uid)
 
 
 def c_move_rq(message_id: int, sop_class_uid: str, destination: str) -> Command:
-    return Command(
-        {
-            "AffectedSOPClassUID": sop_class_uid,
-            "CommandField": C_MOVE_RQ,
-            "MessageID": message_id,
-            "Priority": PRIORITY_MEDIUM,
-            "MoveDestination": destination,
-            "CommandDataSetType": HAS_DATASET,
-        }
-    )
+    command = _query_retrieve_rq(C_MOVE_RQ, message_id, sop_class_uid)
+    command.fields["MoveDestination"] = destination
+    return command
 
 
 def c_store_rq(
