@@ -102,11 +102,18 @@ def finish_match(item: dict[str, Any], query: QidoQuery, base_url: str) -> dict[
     return dict(sorted(item.items()))
 
 
+@functools.lru_cache(maxsize=512)
+def _encoded_identifier(query: QidoQuery, charset: str, explicit_vr: bool) -> bytes:
+    """Viewers repeat the same searches; building the identifier is most of our cost."""
+    return encode_dataset(build_identifier(query, charset=charset), explicit_vr=explicit_vr)
+
+
 def identifier_encoder(query: QidoQuery, charset: str) -> Callable[[str], bytes]:
-    dataset = build_identifier(query, charset=charset)
+    """The identifier for the transfer syntax the PACS accepted (explicit or implicit VR)."""
+    _encoded_identifier(query, charset, True)  # InvalidParameter before any association
 
     def encode(transfer_syntax: str) -> bytes:
-        return encode_dataset(dataset, explicit_vr=transfer_syntax != _IMPLICIT_LE)
+        return _encoded_identifier(query, charset, transfer_syntax != _IMPLICIT_LE)
 
     return encode
 
