@@ -67,6 +67,9 @@ class Settings:
     qido_max_results: int = 10000
     qido_empty_status: int = 204
     qido_charset: str = "ISO_IR 192"
+    stow_concurrency: int = 4
+    stow_max_bytes: int = 8 << 30
+    stow_spool_bytes: int = 8 << 20
     log_level: str = "INFO"
 
     def pacs_named(self, name: str | None) -> PacsConfig | None:
@@ -104,6 +107,11 @@ SETTINGS_HELP: dict[str, str] = {
     "200 (an empty JSON array).",
     "qido_charset": "Specific Character Set put in a C-FIND when a query value is not "
     "ASCII (ISO_IR 192 = UTF-8, or ISO_IR 100 = Latin-1).",
+    "stow_concurrency": "Instances of one STOW-RS request stored at once (each on its own "
+    "pooled association).",
+    "stow_max_bytes": "Largest STOW-RS request body in bytes; larger ones get 413.",
+    "stow_spool_bytes": "A STOW-RS part larger than this is spooled to a temporary file "
+    "instead of memory.",
     "log_level": "Logging level (DEBUG, INFO, WARNING, ERROR).",
 }
 
@@ -209,6 +217,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("qido_empty_status: must be 200 or 204")
     if not s.base_path.startswith("/") or s.base_path.endswith("/"):
         raise ConfigError("base_path: must start with '/' and not end with '/'")
+    if s.stow_concurrency < 1:
+        raise ConfigError("stow_concurrency: must be >= 1")
     if s.max_pdu_length < 4096:
         raise ConfigError("max_pdu_length: must be at least 4096")
     for name in ("connect_timeout", "accept_timeout", "dimse_timeout", "network_timeout"):

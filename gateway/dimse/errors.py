@@ -20,6 +20,14 @@ class AssociationRefused(DimseError):
         self.transient = transient
 
 
+class NoAcceptableContext(AssociationRefused):
+    """The peer accepted the association but none of the presentation contexts.
+
+    For C-STORE this means the PACS does not take that SOP class (or syntax):
+    a failure of one instance, not of the PACS, so the pool does not back off.
+    """
+
+
 class PeerUnreachable(DimseError):
     """The TCP connection could not be made (refused, no route, DNS)."""
 

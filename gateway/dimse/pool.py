@@ -25,7 +25,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from gateway.dimse.contexts import ContextProfile
-from gateway.dimse.errors import AssociationRefused, DimseError, PeerUnreachable, PoolExhausted
+from gateway.dimse.errors import (
+    AssociationRefused,
+    DimseError,
+    NoAcceptableContext,
+    PeerUnreachable,
+    PoolExhausted,
+)
 from gateway.dimse.requestor import Association, Peer, Timeouts, associate
 
 log = logging.getLogger(__name__)
@@ -147,6 +153,8 @@ class AssociationPool:
                 timeouts=self.settings.timeouts,
                 max_pdu_length=self.settings.max_pdu_length,
             )
+        except NoAcceptableContext:
+            raise  # the PACS is up; it only does not take these contexts
         except (AssociationRefused, PeerUnreachable) as exc:
             self._down_until = time.monotonic() + self.settings.backoff_seconds
             self._down_error = exc

@@ -30,6 +30,7 @@ from gateway.dimse.errors import (
     AssociationRefused,
     DimseError,
     DimseTimeout,
+    NoAcceptableContext,
     PeerUnreachable,
 )
 from gateway.dimse.messages import Command, CommandError, Message, MessageAssembler
@@ -171,8 +172,11 @@ class Association:
             f"peer did not accept a presentation context for {abstract_syntax}"
         )
 
-    def has_context(self, abstract_syntax: str) -> bool:
-        return bool(self._by_abstract.get(abstract_syntax))
+    def has_context(self, abstract_syntax: str, transfer_syntax: str | None = None) -> bool:
+        return any(
+            transfer_syntax is None or ctx.transfer_syntax == transfer_syntax
+            for ctx in self._by_abstract.get(abstract_syntax, ())
+        )
 
     # -- events from the protocol ----------------------------------------
     def _wake(self) -> None:
@@ -398,7 +402,7 @@ async def associate(
         raise
     if not assoc.accepted:
         await assoc.release()
-        raise AssociationRefused(f"{peer.aet} accepted none of the proposed presentation contexts")
+        raise NoAcceptableContext(f"{peer.aet} accepted none of the proposed presentation contexts")
     log.debug(
         "association %d to %s accepted, peer max PDU %d", assoc.id, peer.aet, assoc.peer_max_pdu
     )

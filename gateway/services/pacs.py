@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+from pydicom.uid import ExplicitVRLittleEndian
 
 from gateway.config import PacsConfig, Settings
 from gateway.dimse import contexts
@@ -21,6 +24,7 @@ from gateway.dimse.errors import (
     AssociationRefused,
     DimseError,
     DimseTimeout,
+    NoAcceptableContext,
     PeerUnreachable,
     PoolExhausted,
     StatusError,
@@ -28,6 +32,7 @@ from gateway.dimse.errors import (
 from gateway.dimse.findscu import FindMatch, FindOperation
 from gateway.dimse.pool import AssociationPool, PoolSettings
 from gateway.dimse.requestor import Peer, Timeouts
+from gateway.dimse.storescu import c_store, store_profile
 from gateway.services.errors import GatewayError, PacsBusy, PacsFailed, PacsTimeout
 
 
@@ -48,6 +53,17 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
             return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
         return PacsFailed(f"PACS {pacs}: {exc}")
     return PacsFailed(f"PACS {pacs}: {exc}")
+
+
+class StoreRefused(Exception):
+    """The PACS does not take this SOP class in any syntax we can send (0x0122)."""
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: int
+    comment: str
+    converted: bool
 
 
 class PacsClient:
@@ -108,6 +124,48 @@ class PacsClient:
             ):
                 async for match in op:
                     yield match
+
+    async def store(
+        self,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax: str,
+        dataset: bytes | memoryview,
+        *,
+        convert: Callable[[], Awaitable[bytes]],
+    ) -> StoreOutcome:
+        """C-STORE one data set; ``convert`` gives it in Explicit VR LE if the PACS
+        refuses its own syntax (then ``converted`` is set: a warning for the client).
+        """
+        profile = store_profile(sop_class_uid, transfer_syntax)
+        with self._errors():
+            try:
+                async with self.pool.acquire(profile) as assoc:
+                    converted = False
+                    if assoc.has_context(sop_class_uid, transfer_syntax):
+                        ctx = assoc.context_for(sop_class_uid, transfer_syntax)
+                    elif assoc.has_context(sop_class_uid, ExplicitVRLittleEndian):
+                        ctx = assoc.context_for(sop_class_uid, ExplicitVRLittleEndian)
+                        dataset = await convert()
+                        converted = True
+                    else:  # pragma: no cover - associate() refuses this case
+                        raise StoreRefused(
+                            f"{self.config.aet} accepted no context for {sop_class_uid}"
+                        )
+                    rsp = await c_store(
+                        assoc,
+                        ctx.context_id,
+                        sop_class_uid,
+                        sop_instance_uid,
+                        dataset,
+                        timeout=self.timeouts.dimse,
+                    )
+                    return StoreOutcome(rsp.status, rsp.comment, converted)
+            except NoAcceptableContext as exc:
+                raise StoreRefused(
+                    f"{self.config.aet} does not accept SOP class {sop_class_uid} "
+                    f"in {transfer_syntax} or Explicit VR Little Endian"
+                ) from exc
 
     async def close(self) -> None:
         await self.pool.close()
