@@ -19,6 +19,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway import __version__
@@ -79,9 +80,17 @@ def _quickack(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
-class _Protocol(asyncio.Protocol):
-    def __init__(self, association: Association) -> None:
-        self.association = association
+class DimseProtocol(asyncio.Protocol):
+    """The socket side of one association, for either role (requestor or acceptor).
+
+    It only tunes the socket, hands received bytes to ``on_bytes`` and reports
+    the end of the connection; the driver that owns the ``UpperLayer`` does the
+    rest.  Shared so that both roles get TCP_NODELAY and TCP_QUICKACK.
+    """
+
+    def __init__(self, on_bytes: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self._on_bytes = on_bytes
+        self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._sock: socket.socket | None = None
         self._can_write = asyncio.Event()
@@ -95,11 +104,11 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         _quickack(self._sock)
-        self.association._on_bytes(data)
+        self._on_bytes(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._can_write.set()
-        self.association._on_connection_lost()
+        self._on_lost()
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -119,6 +128,11 @@ class _Protocol(asyncio.Protocol):
     async def drain(self) -> None:
         await self._can_write.wait()
 
+    def close(self) -> None:
+        """Close the transport after what is buffered has been sent."""
+        if self.transport is not None:
+            self.transport.close()
+
 
 class Association:
     """An established association to one peer, used by one operation at a time."""
@@ -128,6 +142,8 @@ class Association:
     def __init__(self, peer: Peer, profile: ContextProfile, max_receive: int) -> None:
         self.peer = peer
         self.profile = profile
+        #: Our AE title on this association: what a PACS puts in Move Originator AE Title.
+        self.calling_aet = ""
         self.id = next(self._ids)
         self.machine = U.UpperLayer(requestor=True, max_receive_length=max_receive)
         self.assembler = MessageAssembler()
@@ -140,7 +156,7 @@ class Association:
         self._wakeup: asyncio.Future[None] | None = None
         self._handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._protocol: _Protocol | None = None
+        self._protocol: DimseProtocol | None = None
         self._message_ids = itertools.count(0)
         self._loop = asyncio.get_running_loop()
         self._rx_at = 0.0
@@ -364,11 +380,14 @@ async def associate(
     """Open TCP, send A-ASSOCIATE-RQ, and wait for the answer (PS3.8 9.2, AE-1..AE-4)."""
     loop = asyncio.get_running_loop()
     assoc = Association(peer, profile, max_pdu_length)
+    assoc.calling_aet = calling_aet
     assoc.network_timeout = timeouts.network
     try:
         async with asyncio.timeout(timeouts.connect):
             _, protocol = await loop.create_connection(
-                lambda: _Protocol(assoc), peer.host, peer.port
+                lambda: DimseProtocol(assoc._on_bytes, assoc._on_connection_lost),
+                peer.host,
+                peer.port,
             )
     except TimeoutError:
         raise DimseTimeout(f"TCP connect to {peer.host}:{peer.port} timed out") from None

@@ -10,8 +10,9 @@ timeout -> 504; C-FIND A700 (out of resources) -> 503, other failures -> 502.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian
@@ -30,6 +31,7 @@ from gateway.dimse.errors import (
     StatusError,
 )
 from gateway.dimse.findscu import FindMatch, FindOperation
+from gateway.dimse.getscu import GetOperation, RetrievedInstance, retrieve_profile
 from gateway.dimse.pool import AssociationPool, PoolSettings
 from gateway.dimse.requestor import Peer, Timeouts
 from gateway.dimse.storescu import c_store, store_profile
@@ -53,6 +55,9 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
             return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
         return PacsFailed(f"PACS {pacs}: {exc}")
     return PacsFailed(f"PACS {pacs}: {exc}")
+
+
+log = logging.getLogger(__name__)
 
 
 class StoreRefused(Exception):
@@ -124,6 +129,26 @@ class PacsClient:
             ):
                 async for match in op:
                     yield match
+
+    async def get(
+        self, identifier: Callable[[str], bytes], sop_classes: Iterable[str] | None
+    ) -> AsyncGenerator[RetrievedInstance, None]:
+        """Stream a C-GET's instances; closing the iterator early cancels the retrieve."""
+        profile = retrieve_profile(sop_classes)
+        with self._errors():
+            async with (
+                self.pool.acquire(profile) as assoc,
+                GetOperation(assoc, identifier, timeout=self.timeouts.dimse) as op,
+            ):
+                async for instance in op:
+                    yield instance
+            if op.counts.failed:
+                log.warning(
+                    "C-GET from %s: %d sub-operations failed (status 0x%04X)",
+                    self.config.aet,
+                    op.counts.failed,
+                    op.final_status or 0,
+                )
 
     async def store(
         self,

@@ -17,7 +17,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from gateway.config import Settings
 from gateway.services.pacs import PacsDirectory
-from gateway.web import qido_routes
+from gateway.services.workers import Workers
+from gateway.web import qido_routes, stow_routes, wado_routes
 from gateway.web.errors import EXCEPTION_HANDLERS
 from gateway.web.health import healthz, readyz
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 def dicomweb_routes() -> list[BaseRoute]:
     """The PS3.18 resources, mounted at the base path and under /aets/{aet}."""
-    return [*qido_routes.routes()]
+    return [*qido_routes.routes(), *stow_routes.routes(), *wado_routes.routes()]
 
 
 async def _expire_idle(directory: PacsDirectory, every: float) -> None:
@@ -41,6 +42,7 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         directory = PacsDirectory(settings)
         app.state.pacs = directory
+        app.state.workers = Workers()
         reaper = asyncio.create_task(
             _expire_idle(directory, max(settings.pool_idle_seconds / 2, 0.5))
         )
@@ -51,6 +53,7 @@ def create_app(settings: Settings) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await reaper
             await directory.close()
+            app.state.workers.close()
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

@@ -1,0 +1,223 @@
+"""STOW-RS (PS3.18 10.5) as C-STORE on pooled associations.
+
+Every instance the client sent ends in exactly one of two lists: stored (the
+PACS answered C-STORE success or warning) or failed (with the C-STORE status
+or the gateway's own reason).  Nothing is reported stored that the PACS did
+not confirm.  Instances are sent several at a time (``concurrency``); the
+web layer hands them over as they are parsed, and ``add`` waits for a free
+slot first, so at most ``concurrency`` instances are held at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.dicom.instance_check import CheckedInstance, InstanceError, check_instance
+from gateway.dicom.to_explicit_le import to_explicit_vr_little_endian
+from gateway.services.errors import GatewayError, PacsBusy
+from gateway.services.pacs import PacsClient, StoreRefused
+
+log = logging.getLogger(__name__)
+
+# PS3.18 Table I.2-1 / PS3.4 B.2.3 failure and warning reasons we produce ourselves.
+PROCESSING_FAILURE = 0x0110
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+STUDY_MISMATCH = 0xA900  # the data set does not belong to the study the URL names
+COERCION = 0xB000  # stored after conversion to Explicit VR Little Endian
+
+
+@dataclass(frozen=True)
+class Stored:
+    sop_class_uid: str
+    sop_instance_uid: str
+    retrieve_url: str
+    warning: int | None = None
+
+
+@dataclass(frozen=True)
+class Failed:
+    sop_class_uid: str
+    sop_instance_uid: str
+    reason: int
+    detail: str
+
+
+@dataclass
+class StowResult:
+    """The outcome of one STOW-RS request, in request order."""
+
+    study_url: str | None
+    stored: list[Stored] = field(default_factory=list)
+    failed: list[Failed] = field(default_factory=list)
+    pacs_error: GatewayError | None = None
+
+    @property
+    def http_status(self) -> int:
+        """PS3.18 10.5.3.1 (checklist STOW-03)."""
+        if not self.stored:
+            if self.pacs_error is not None and len(self.failed) > 0:
+                return self.pacs_error.status
+            return 409
+        if self.failed or any(s.warning is not None for s in self.stored):
+            return 202
+        return 200
+
+    def to_json(self) -> dict[str, Any]:
+        """The response data set in the DICOM JSON model (PS3.18 Annex I)."""
+        out: dict[str, Any] = {}
+        if self.study_url:
+            out["00081190"] = {"vr": "UR", "Value": [self.study_url]}
+        if self.failed:
+            out["00081198"] = {
+                "vr": "SQ",
+                "Value": [
+                    {
+                        "00081150": _ui(f.sop_class_uid),
+                        "00081155": _ui(f.sop_instance_uid),
+                        "00081197": {"vr": "US", "Value": [f.reason]},
+                    }
+                    for f in self.failed
+                ],
+            }
+        if self.stored:
+            items = []
+            for s in self.stored:
+                item: dict[str, Any] = {
+                    "00081150": _ui(s.sop_class_uid),
+                    "00081155": _ui(s.sop_instance_uid),
+                    "00081190": {"vr": "UR", "Value": [s.retrieve_url]},
+                }
+                if s.warning is not None:
+                    item["00081196"] = {"vr": "US", "Value": [s.warning]}
+                items.append(item)
+            out["00081199"] = {"vr": "SQ", "Value": items}
+        return dict(sorted(out.items()))
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+class StowSession:
+    """Stores the instances of one request; ``add`` them, then ``finish``."""
+
+    def __init__(
+        self,
+        pacs: PacsClient,
+        *,
+        study_uid: str | None,
+        base_url: str,
+        concurrency: int = 4,
+    ) -> None:
+        self.pacs = pacs
+        self.study_uid = study_uid
+        self.base_url = base_url
+        self._slots = asyncio.Semaphore(concurrency)
+        self._tasks: list[asyncio.Task[Stored | Failed]] = []
+        self._pacs_error: GatewayError | None = None
+
+    async def add(
+        self, data: bytes | memoryview, release: Callable[[], None] | None = None
+    ) -> None:
+        """Queue one Part 10 instance; returns once it has a slot (bounded memory)."""
+        await self._slots.acquire()
+        self._tasks.append(asyncio.create_task(self._store_one(data, release)))
+
+    def add_failure(
+        self, reason: int, detail: str, sop_class: str = "", sop_instance: str = ""
+    ) -> None:
+        """Record a part that never became an instance (e.g. bad bulk data)."""
+        failed = Failed(sop_class, sop_instance, reason, detail)
+        future: asyncio.Future[Stored | Failed] = asyncio.get_running_loop().create_future()
+        future.set_result(failed)
+        self._tasks.append(asyncio.ensure_future(future))
+
+    async def _store_one(
+        self, data: bytes | memoryview, release: Callable[[], None] | None
+    ) -> Stored | Failed:
+        try:
+            return await self._checked_store(data)
+        finally:
+            if release is not None:
+                release()
+            self._slots.release()
+
+    async def _checked_store(self, data: bytes | memoryview) -> Stored | Failed:
+        try:
+            inst = check_instance(data)
+        except InstanceError as exc:
+            return Failed("", "", exc.failure_code, exc.reason)
+        if self.study_uid is not None and inst.study_instance_uid != self.study_uid:
+            return Failed(
+                inst.sop_class_uid,
+                inst.sop_instance_uid,
+                STUDY_MISMATCH,
+                f"instance belongs to study {inst.study_instance_uid}, not {self.study_uid}",
+            )
+        try:
+            outcome = await self.pacs.store(
+                inst.sop_class_uid,
+                inst.sop_instance_uid,
+                inst.transfer_syntax_uid,
+                memoryview(data)[inst.dataset_offset :],
+                convert=lambda: self._convert(data),
+            )
+        except StoreRefused as exc:
+            return Failed(
+                inst.sop_class_uid, inst.sop_instance_uid, SOP_CLASS_NOT_SUPPORTED, str(exc)
+            )
+        except (GatewayError, InstanceError) as exc:
+            if isinstance(exc, GatewayError):
+                self._pacs_error = self._pacs_error or exc
+            code = PROCESSING_FAILURE
+            if isinstance(exc, PacsBusy):
+                code = 0xA700
+            elif isinstance(exc, InstanceError):
+                code = exc.failure_code
+            return Failed(inst.sop_class_uid, inst.sop_instance_uid, code, str(exc))
+        return self._outcome(inst, outcome.status, outcome.comment, outcome.converted)
+
+    async def _convert(self, data: bytes | memoryview) -> bytes:
+        converted = await asyncio.to_thread(to_explicit_vr_little_endian, bytes(data))
+        return converted[check_instance(converted).dataset_offset :]
+
+    def _outcome(
+        self, inst: CheckedInstance, status: int, comment: str, converted: bool
+    ) -> Stored | Failed:
+        # PS3.4 B.2.3: 0000 success, Bxxx warning, anything else failure.
+        if status == 0 or 0xB000 <= status <= 0xBFFF:
+            warning = status if status else (COERCION if converted else None)
+            url = (
+                f"{self.base_url}/studies/{inst.study_instance_uid}"
+                f"/series/{inst.series_instance_uid}/instances/{inst.sop_instance_uid}"
+            )
+            return Stored(inst.sop_class_uid, inst.sop_instance_uid, url, warning)
+        log.info("C-STORE of an instance failed with status 0x%04X", status)
+        detail = f"C-STORE status 0x{status:04X}" + (f": {comment}" if comment else "")
+        return Failed(inst.sop_class_uid, inst.sop_instance_uid, status, detail)
+
+    async def finish(self) -> StowResult:
+        """Wait for every queued instance and build the result."""
+        outcomes = await asyncio.gather(*self._tasks)
+        result = StowResult(study_url=None, pacs_error=self._pacs_error)
+        for outcome in outcomes:
+            if isinstance(outcome, Stored):
+                result.stored.append(outcome)
+            else:
+                result.failed.append(outcome)
+        studies = {s.retrieve_url.split("/series/")[0] for s in result.stored}
+        if self.study_uid is not None:
+            result.study_url = f"{self.base_url}/studies/{self.study_uid}"
+        elif len(studies) == 1:
+            result.study_url = studies.pop()
+        return result
+
+    async def abort(self) -> None:
+        """The client went away: stop what has not started; what the PACS took stays."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

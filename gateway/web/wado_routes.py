@@ -1,0 +1,149 @@
+"""WADO-RS instance retrieval (PS3.18 10.4): multipart/related application/dicom, streamed.
+
+The response starts when the first instance has arrived (so an unknown UID is
+still a clean 404 and an impossible transfer syntax a 406); after that each
+instance is written as soon as the PACS sent it.  A PACS failure after the
+first part aborts the connection instead of closing the multipart, so a client
+never takes a partial series for a complete one (WADO-09).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from gateway.config import Settings
+from gateway.dicom.file_meta import file_meta
+from gateway.dicom.identity import identity_of
+from gateway.dimse.getscu import RetrievedInstance
+from gateway.services.errors import GatewayError, NotAcceptable
+from gateway.services.qido_query import validate_uid
+from gateway.services.retrieve import Target, retrieve
+from gateway.services.workers import Workers
+from gateway.web.multipart import closing, content_type, new_boundary, part_header
+from gateway.web.qido_routes import pacs_for
+from gateway.web.urls import service_base_url
+from gateway.web.wado_accept import AS_STORED, negotiate_instance_syntax
+
+log = logging.getLogger(__name__)
+
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+
+
+def target_of(request: Request) -> Target:
+    params = request.path_params
+    study = validate_uid("StudyInstanceUID", params["study"])
+    series = params.get("series")
+    sop = params.get("instance")
+    return Target(
+        study,
+        validate_uid("SeriesInstanceUID", series) if series else None,
+        validate_uid("SOPInstanceUID", sop) if sop else None,
+    )
+
+
+async def part10_in_syntax(
+    workers: Workers, instance: RetrievedInstance, syntax: str
+) -> tuple[str, list[bytes]]:
+    """The instance as a Part 10 file in ``syntax`` (``*``: as received)."""
+    meta = file_meta(instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax)
+    if syntax in (AS_STORED, instance.transfer_syntax):
+        return instance.transfer_syntax, [meta, instance.dataset]
+    from gateway.dicom.transcode import TranscodeError, transcode_instance
+
+    try:
+        converted = await workers.run(transcode_instance, meta + instance.dataset, syntax)
+    except TranscodeError as exc:
+        raise NotAcceptable(
+            f"instance {instance.sop_instance_uid} ({instance.transfer_syntax}) "
+            f"cannot be sent as {syntax}: {exc}"
+        ) from exc
+    return syntax, [converted]
+
+
+def _content_location(base_url: str, instance: RetrievedInstance) -> str:
+    explicit = instance.transfer_syntax != _IMPLICIT_LE
+    little = instance.transfer_syntax != _BIG_ENDIAN
+    try:
+        ident = identity_of(instance.dataset, explicit_vr=explicit, little_endian=little)
+    except ValueError:
+        return f"{base_url}/instances/{instance.sop_instance_uid}"
+    return (
+        f"{base_url}/studies/{ident.study_instance_uid}/series/{ident.series_instance_uid}"
+        f"/instances/{instance.sop_instance_uid}"
+    )
+
+
+async def retrieve_instances(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    workers: Workers = request.app.state.workers
+    target = target_of(request)
+    syntax = negotiate_instance_syntax(
+        request.headers.get("accept"), request.query_params.get("accept")
+    )
+    base_url = service_base_url(request, settings.public_url)
+    instances = retrieve(pacs_for(request), target)
+    try:
+        first = await anext(instances)
+        first_part = await part10_in_syntax(workers, first, syntax)
+    except BaseException:
+        await instances.aclose()
+        raise
+    boundary = new_boundary()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            instance, (actual, chunks) = first, first_part
+            while True:
+                yield part_header(
+                    boundary,
+                    {
+                        "Content-Type": f"application/dicom; transfer-syntax={actual}",
+                        "Content-Location": _content_location(base_url, instance),
+                    },
+                )
+                for chunk in chunks:
+                    yield chunk
+                yield b"\r\n"
+                try:
+                    instance = await anext(instances)
+                except StopAsyncIteration:
+                    break
+                actual, chunks = await part10_in_syntax(workers, instance, syntax)
+            yield closing(boundary)
+        except GatewayError as exc:
+            # Headers are gone: the only honest signal left is a broken connection.
+            log.warning("WADO-RS %s aborted mid-stream: %s", target.describe(), exc)
+            raise
+        finally:
+            await _close(instances)
+
+    params = {} if syntax == AS_STORED else {"transfer_syntax": syntax}
+    return StreamingResponse(
+        body(), headers={"Content-Type": content_type(boundary, "application/dicom", **params)}
+    )
+
+
+async def _close(instances: AsyncGenerator[RetrievedInstance, None]) -> None:
+    """Finish the retrieve (C-CANCEL if unfinished) even when the client is gone."""
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.shield(instances.aclose())
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/studies/{study}", retrieve_instances, methods=["GET"]),
+        Route("/studies/{study}/series/{series}", retrieve_instances, methods=["GET"]),
+        Route(
+            "/studies/{study}/series/{series}/instances/{instance}",
+            retrieve_instances,
+            methods=["GET"],
+        ),
+    ]
