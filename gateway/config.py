@@ -70,6 +70,10 @@ class Settings:
     stow_concurrency: int = 4
     stow_max_bytes: int = 8 << 30
     stow_spool_bytes: int = 8 << 20
+    cache_dir: str = ""
+    cache_budget_bytes: int = 2 << 30
+    cache_fsync: bool = False
+    metadata_bulk_threshold: int = 1024
     log_level: str = "INFO"
 
     def pacs_named(self, name: str | None) -> PacsConfig | None:
@@ -112,6 +116,14 @@ SETTINGS_HELP: dict[str, str] = {
     "stow_max_bytes": "Largest STOW-RS request body in bytes; larger ones get 413.",
     "stow_spool_bytes": "A STOW-RS part larger than this is spooled to a temporary file "
     "instead of memory.",
+    "cache_dir": "Directory of the instance cache; empty = a temporary directory removed "
+    "at shutdown. The cache can be wiped at any time: it holds nothing the PACS lacks.",
+    "cache_budget_bytes": "Bytes the instance cache may use; least recently read series "
+    "are evicted beyond it.",
+    "cache_fsync": "fsync every cached file before it is published (slower; only matters "
+    "after a power cut, when a torn file would be a cache miss anyway).",
+    "metadata_bulk_threshold": "In /metadata, binary values longer than this many bytes "
+    "are given as BulkDataURI instead of InlineBinary (Pixel Data always is).",
     "log_level": "Logging level (DEBUG, INFO, WARNING, ERROR).",
 }
 
@@ -217,6 +229,8 @@ def validate(s: Settings) -> None:
         raise ConfigError("qido_empty_status: must be 200 or 204")
     if not s.base_path.startswith("/") or s.base_path.endswith("/"):
         raise ConfigError("base_path: must start with '/' and not end with '/'")
+    if s.cache_budget_bytes < 1:
+        raise ConfigError("cache_budget_bytes: must be > 0")
     if s.stow_concurrency < 1:
         raise ConfigError("stow_concurrency: must be >= 1")
     if s.max_pdu_length < 4096:

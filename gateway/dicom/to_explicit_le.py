@@ -24,8 +24,8 @@ What changes, and why:
   stream and never swapped. Deflated datasets are inflated.
 - Encapsulated Pixel Data is decoded: with pydicom's decoders where they are
   installed and succeed (RLE, JPEG 2000, HTJ2K, 8-bit JPEG via Pillow), and
-  with imagecodecs otherwise (12-bit JPEG, JPEG Lossless, JPEG-LS, JPEG XL,
-  Encapsulated Uncompressed, and anything pydicom fails on). The GPL
+  with imagecodecs otherwise (12-bit JPEG, JPEG Lossless, JPEG-LS, JPEG 2000
+  Part 2, JPEG XL, Encapsulated Uncompressed, and anything pydicom fails on). The GPL
   pylibjpeg-libjpeg plugin is never used.
 - Colour: lossy JPEG in YBR_FULL/YBR_FULL_422 becomes RGB, as the JPEG codec
   conventionally converts (and as DCMTK's dcmdjpeg does); JPEG 2000 with
@@ -324,8 +324,9 @@ def _jpeg_ls(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
 
 
 def _jpeg_2000(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
-    """JPEG 2000 and HTJ2K (PS3.5 A.4.4, A.4.11) through OpenJPEG, which
-    applies the multi-component transform: YBR_ICT/YBR_RCT come out RGB."""
+    """JPEG 2000 (Part 1 and 2) and HTJ2K (PS3.5 A.4.4 and A.4)
+    through OpenJPEG, which applies the multi-component transform:
+    YBR_ICT/YBR_RCT come out RGB."""
     import imagecodecs
 
     photometric = str(ds.PhotometricInterpretation)
@@ -335,7 +336,7 @@ def _jpeg_2000(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
 
 
 def _jpeg_xl(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
-    """JPEG XL (PS3.5 A.4.13; unknown to pydicom 3.0) through libjxl, which
+    """JPEG XL (PS3.5 A.4; unknown to pydicom 3.0) through libjxl, which
     returns the colour it encoded (RGB, or grey)."""
     import imagecodecs
 
@@ -346,7 +347,7 @@ def _jpeg_xl(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
 
 
 def _uncompressed(fragment: bytes, ds: Dataset) -> tuple[Frame, str]:
-    """Encapsulated Uncompressed Explicit VR Little Endian (PS3.5 A.4.11):
+    """Encapsulated Uncompressed Explicit VR Little Endian (PS3.5 A.4):
     each fragment is one native frame."""
     bits_allocated = int(ds.BitsAllocated)
     if bits_allocated % 8:
@@ -371,6 +372,8 @@ _IMAGECODECS: Final[dict[str, Callable[[bytes, Dataset], tuple[Frame, str]]]] = 
     "1.2.840.10008.1.2.4.81": _jpeg_ls,
     "1.2.840.10008.1.2.4.90": _jpeg_2000,
     "1.2.840.10008.1.2.4.91": _jpeg_2000,
+    "1.2.840.10008.1.2.4.92": _jpeg_2000,  # Part 2: OpenJPEG reads its MCT extension
+    "1.2.840.10008.1.2.4.93": _jpeg_2000,
     "1.2.840.10008.1.2.4.201": _jpeg_2000,
     "1.2.840.10008.1.2.4.202": _jpeg_2000,
     "1.2.840.10008.1.2.4.203": _jpeg_2000,

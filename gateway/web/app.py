@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount, Route
 
+from gateway.cache import InstanceCache
 from gateway.config import Settings
+from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
+from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
 from gateway.web import qido_routes, stow_routes, wado_routes
 from gateway.web.errors import EXCEPTION_HANDLERS
@@ -43,6 +48,15 @@ def create_app(settings: Settings) -> Starlette:
         directory = PacsDirectory(settings)
         app.state.pacs = directory
         app.state.workers = Workers()
+        cache_root = Path(settings.cache_dir) if settings.cache_dir else None
+        temporary = None
+        if cache_root is None:
+            temporary = tempfile.TemporaryDirectory(prefix="dicomweb-gateway-cache-")
+            cache_root = Path(temporary.name)
+        cache = InstanceCache(cache_root, settings.cache_budget_bytes, fsync=settings.cache_fsync)
+        await cache.open()
+        app.state.retriever = Retriever(cache)
+        app.state.views = InstanceViews(settings.metadata_bulk_threshold)
         reaper = asyncio.create_task(
             _expire_idle(directory, max(settings.pool_idle_seconds / 2, 0.5))
         )
@@ -54,6 +68,9 @@ def create_app(settings: Settings) -> Starlette:
                 await reaper
             await directory.close()
             app.state.workers.close()
+            await cache.close()
+            if temporary is not None:
+                temporary.cleanup()
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

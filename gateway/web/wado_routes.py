@@ -19,12 +19,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.config import Settings
-from gateway.dicom.file_meta import file_meta
-from gateway.dicom.identity import identity_of
-from gateway.dimse.getscu import RetrievedInstance
+from gateway.dicom.transcode import TranscodeError, transcode_instance
 from gateway.services.errors import GatewayError, NotAcceptable
 from gateway.services.qido_query import validate_uid
-from gateway.services.retrieve import Target, retrieve
+from gateway.services.retrieve import InstanceData, Retriever, Target
 from gateway.services.workers import Workers
 from gateway.web.multipart import closing, content_type, new_boundary, part_header
 from gateway.web.qido_routes import pacs_for
@@ -32,9 +30,6 @@ from gateway.web.urls import service_base_url
 from gateway.web.wado_accept import AS_STORED, negotiate_instance_syntax
 
 log = logging.getLogger(__name__)
-
-_IMPLICIT_LE = "1.2.840.10008.1.2"
-_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 
 def target_of(request: Request) -> Target:
@@ -50,33 +45,34 @@ def target_of(request: Request) -> Target:
 
 
 async def part10_in_syntax(
-    workers: Workers, instance: RetrievedInstance, syntax: str
-) -> tuple[str, list[bytes]]:
-    """The instance as a Part 10 file in ``syntax`` (``*``: as received)."""
-    meta = file_meta(instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax)
+    workers: Workers, instance: InstanceData, syntax: str
+) -> tuple[str, bytes]:
+    """The instance as a Part 10 file in ``syntax`` (``*``: as received from the PACS)."""
+    data = await read_instance(instance)
     if syntax in (AS_STORED, instance.transfer_syntax):
-        return instance.transfer_syntax, [meta, instance.dataset]
-    from gateway.dicom.transcode import TranscodeError, transcode_instance
-
+        return instance.transfer_syntax, data
     try:
-        converted = await workers.run(transcode_instance, meta + instance.dataset, syntax)
+        converted = await workers.run(transcode_instance, data, syntax)
     except TranscodeError as exc:
         raise NotAcceptable(
             f"instance {instance.sop_instance_uid} ({instance.transfer_syntax}) "
             f"cannot be sent as {syntax}: {exc}"
         ) from exc
-    return syntax, [converted]
+    return syntax, converted
 
 
-def _content_location(base_url: str, instance: RetrievedInstance) -> str:
-    explicit = instance.transfer_syntax != _IMPLICIT_LE
-    little = instance.transfer_syntax != _BIG_ENDIAN
-    try:
-        ident = identity_of(instance.dataset, explicit_vr=explicit, little_endian=little)
-    except ValueError:
-        return f"{base_url}/instances/{instance.sop_instance_uid}"
+async def read_instance(instance: InstanceData) -> bytes:
+    """The Part 10 bytes; big cached files are read off the event loop."""
+    if instance.part10 is not None or instance.path is None:
+        return instance.read()
+    if instance.path.stat().st_size > 4 << 20:
+        return await asyncio.to_thread(instance.read)
+    return instance.read()
+
+
+def _content_location(base_url: str, instance: InstanceData) -> str:
     return (
-        f"{base_url}/studies/{ident.study_instance_uid}/series/{ident.series_instance_uid}"
+        f"{base_url}/studies/{instance.study_uid}/series/{instance.series_uid}"
         f"/instances/{instance.sop_instance_uid}"
     )
 
@@ -89,7 +85,8 @@ async def retrieve_instances(request: Request) -> Response:
         request.headers.get("accept"), request.query_params.get("accept")
     )
     base_url = service_base_url(request, settings.public_url)
-    instances = retrieve(pacs_for(request), target)
+    retriever: Retriever = request.app.state.retriever
+    instances = retriever.instances(pacs_for(request), target)
     try:
         first = await anext(instances)
         first_part = await part10_in_syntax(workers, first, syntax)
@@ -109,8 +106,7 @@ async def retrieve_instances(request: Request) -> Response:
                         "Content-Location": _content_location(base_url, instance),
                     },
                 )
-                for chunk in chunks:
-                    yield chunk
+                yield chunks
                 yield b"\r\n"
                 try:
                     instance = await anext(instances)
@@ -131,14 +127,22 @@ async def retrieve_instances(request: Request) -> Response:
     )
 
 
-async def _close(instances: AsyncGenerator[RetrievedInstance, None]) -> None:
+async def _close(instances: AsyncGenerator[InstanceData, None]) -> None:
     """Finish the retrieve (C-CANCEL if unfinished) even when the client is gone."""
     with contextlib.suppress(Exception, asyncio.CancelledError):
         await asyncio.shield(instances.aclose())
 
 
 def routes() -> list[BaseRoute]:
+    from gateway.web import wado_views_routes as views
+
+    instance = "/studies/{study}/series/{series}/instances/{instance}"
     return [
+        Route("/studies/{study}/metadata", views.metadata, methods=["GET"]),
+        Route("/studies/{study}/series/{series}/metadata", views.metadata, methods=["GET"]),
+        Route(instance + "/metadata", views.metadata, methods=["GET"]),
+        Route(instance + "/frames/{frames}", views.frames, methods=["GET"]),
+        Route(instance + "/bulk/{path:path}", views.bulkdata, methods=["GET"]),
         Route("/studies/{study}", retrieve_instances, methods=["GET"]),
         Route("/studies/{study}/series/{series}", retrieve_instances, methods=["GET"]),
         Route(

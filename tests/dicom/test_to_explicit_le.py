@@ -376,6 +376,13 @@ def _jpeg_2000() -> tuple[bytes, list[np.ndarray[Any, Any]]]:
     return _instance("1.2.840.10008.1.2.4.90", encoded, frames), frames
 
 
+@synthetic("JPEG 2000 Part 2 lossless (.92), a Part 1 codestream")
+def _jpeg_2000_part_2() -> tuple[bytes, list[np.ndarray[Any, Any]]]:
+    frames = _ct_frames()[:1]
+    encoded = [imagecodecs.jpeg2k_encode(frames[0], level=0, codecformat="J2K", reversible=True)]
+    return _instance("1.2.840.10008.1.2.4.92", encoded, frames), frames
+
+
 @synthetic("HTJ2K lossless (.201), signed 16-bit, 3 frames")
 def _htj2k() -> tuple[bytes, list[np.ndarray[Any, Any]]]:
     frames = _ct_frames()
@@ -458,6 +465,17 @@ def test_12_bit_lossy_jpeg_is_decoded_and_marked_lossy() -> None:
     assert difference.max() <= 16
     assert out.LossyImageCompression == "01"
     assert out.LossyImageCompressionMethod == "ISO_10918_1"
+
+
+def test_a_syntax_that_may_be_lossy_is_marked_lossy() -> None:
+    """HTJ2K (.203) may be lossless or not; the UID cannot tell, so the
+    decoded image is marked lossy (the safe side, PS3.3 C.7.6.1.1.5)."""
+    frames = _ct_frames()[:1]
+    encoded = [imagecodecs.htj2k_encode(frames[0], reversible=True)]
+    out = _read(to_explicit_vr_little_endian(_instance("1.2.840.10008.1.2.4.203", encoded, frames)))
+    assert np.array_equal(out.pixel_array, frames[0])
+    assert out.LossyImageCompression == "01"
+    assert out.LossyImageCompressionMethod == "ISO_15444_15"
 
 
 def test_ycbcr_jpeg_becomes_rgb() -> None:

@@ -1,0 +1,140 @@
+"""WADO-RS metadata, frames and bulk data (PS3.18 10.4.1.1.2-10.4.1.1.4, 8.7.3.3).
+
+Each needs the whole instance, so each goes through the retriever (and so the
+cache): a viewer's series metadata request fills the cache, and its frame
+requests then never touch the PACS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.config import Settings
+from gateway.dicom.transcode import TranscodeError, transcode_frame
+from gateway.services.errors import InvalidParameter, NotAcceptable
+from gateway.services.instance_views import InstanceViews, metadata_array
+from gateway.services.retrieve import InstanceData, Retriever, Target
+from gateway.services.workers import Workers
+from gateway.web.frame_accept import negotiate_frames
+from gateway.web.multipart import closing, content_type, new_boundary, part_header
+from gateway.web.qido_routes import pacs_for
+from gateway.web.urls import service_base_url
+from gateway.web.wado_routes import read_instance, target_of
+
+_FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
+
+
+async def _instances(request: Request, target: Target) -> list[InstanceData]:
+    retriever: Retriever = request.app.state.retriever
+    async with contextlib.aclosing(retriever.instances(pacs_for(request), target)) as items:
+        return [item async for item in items]
+
+
+async def metadata(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    views: InstanceViews = request.app.state.views
+    objects = []
+    for instance in await _instances(request, target_of(request)):
+        data = await read_instance(instance)
+        objects.append(views.metadata(instance, data))
+    body = views.with_base(metadata_array(objects), service_base_url(request, settings.public_url))
+    return Response(body, media_type="application/dicom+json")
+
+
+def frame_numbers(text: str) -> list[int]:
+    """PS3.18 8.3.1: a comma list of 1-based frame numbers; 0 or junk is 400."""
+    if not _FRAME_LIST.fullmatch(text):
+        raise InvalidParameter("frames", f"{text!r} is not a comma list of frame numbers")
+    numbers = [int(n) for n in text.split(",")]
+    if 0 in numbers:
+        raise InvalidParameter("frames", "frame numbers start at 1")
+    return numbers
+
+
+async def frames(request: Request) -> Response:
+    views: InstanceViews = request.app.state.views
+    workers: Workers = request.app.state.workers
+    numbers = frame_numbers(request.path_params["frames"])
+    (instance,) = await _instances(request, target_of(request))
+    parsed = views.parsed(instance, await read_instance(instance))
+    source = instance.transfer_syntax
+    rep = negotiate_frames(
+        request.headers.get("accept"), request.query_params.get("accept"), source
+    )
+    boundary = new_boundary()
+    chunks: list[bytes | memoryview] = []
+    for number in numbers:
+        frame = views.frame(parsed, number)
+        if rep.transfer_syntax != source:
+            assert parsed.pixels is not None
+            try:
+                frame = await workers.run(
+                    transcode_frame, frame, parsed.pixels, rep.transfer_syntax
+                )
+            except (TranscodeError, ValueError) as exc:
+                raise NotAcceptable(
+                    f"frame {number} cannot be sent as {rep.transfer_syntax}: {exc}"
+                ) from exc
+        headers = {"Content-Type": f"{rep.media_type}; transfer-syntax={rep.transfer_syntax}"}
+        chunks += [part_header(boundary, headers), frame, b"\r\n"]
+    chunks.append(closing(boundary))
+    body = b"".join(chunks)
+    ctype = content_type(boundary, rep.media_type, transfer_syntax=rep.transfer_syntax)
+    return Response(body, headers={"Content-Type": ctype})
+
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+async def bulkdata(request: Request) -> Response:
+    """The exact bytes of one element; ``Range`` gives 206 with just that slice."""
+    views: InstanceViews = request.app.state.views
+    (instance,) = await _instances(request, target_of(request))
+    parsed = views.parsed(instance, await read_instance(instance))
+    value = views.bulk(parsed, request.path_params["path"])
+    accept = (request.headers.get("accept") or "").lower()
+    range_header = request.headers.get("range")
+    if range_header or (
+        accept.startswith("application/octet-stream") and "multipart" not in accept
+    ):
+        return _single(value, range_header)
+    boundary = new_boundary()
+    body = b"".join(
+        (
+            part_header(boundary, {"Content-Type": "application/octet-stream"}),
+            value,
+            b"\r\n",
+            closing(boundary),
+        )
+    )
+    return Response(
+        body, headers={"Content-Type": content_type(boundary, "application/octet-stream")}
+    )
+
+
+def _single(value: memoryview, range_header: str | None) -> Response:
+    size = len(value)
+    if not range_header:
+        return Response(
+            bytes(value), media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
+        )
+    m = _RANGE.fullmatch(range_header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    if m.group(1):
+        start = int(m.group(1))
+        end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    else:
+        start, end = max(size - int(m.group(2)), 0), size - 1
+    if start >= size or start > end:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    return Response(
+        bytes(value[start : end + 1]),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers={"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
+    )
