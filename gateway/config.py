@@ -70,6 +70,8 @@ class Settings:
     stow_concurrency: int = 4
     stow_max_bytes: int = 8 << 30
     stow_spool_bytes: int = 8 << 20
+    store_scp_host: str = "127.0.0.1"
+    store_scp_port: int = 11113
     cache_dir: str = ""
     cache_budget_bytes: int = 2 << 30
     cache_fsync: bool = False
@@ -116,6 +118,10 @@ SETTINGS_HELP: dict[str, str] = {
     "stow_max_bytes": "Largest STOW-RS request body in bytes; larger ones get 413.",
     "stow_spool_bytes": "A STOW-RS part larger than this is spooled to a temporary file "
     "instead of memory.",
+    "store_scp_host": "Address the gateway's C-STORE SCP listens on, for the instances a "
+    "C-MOVE sends back (only started when a PACS has retrieve_method = move).",
+    "store_scp_port": "Port of that C-STORE SCP; its AE title is calling_aet. Register "
+    "calling_aet at this host and port as a move destination in the PACS.",
     "cache_dir": "Directory of the instance cache; empty = a temporary directory removed "
     "at shutdown. The cache can be wiped at any time: it holds nothing the PACS lacks.",
     "cache_budget_bytes": "Bytes the instance cache may use; least recently read series "

@@ -135,6 +135,18 @@ class SubOperations:
     warning: int = 0
     remaining: int = 0
 
+    def update(self, cmd: Command) -> None:
+        """Take the counts a C-GET/C-MOVE-RSP carries (each is conditional, PS3.7 9.3.3.2)."""
+        for name, field in (
+            ("NumberOfCompletedSuboperations", "completed"),
+            ("NumberOfFailedSuboperations", "failed"),
+            ("NumberOfWarningSuboperations", "warning"),
+            ("NumberOfRemainingSuboperations", "remaining"),
+        ):
+            value = cmd.get(name)
+            if isinstance(value, int):
+                setattr(self, field, value)
+
 
 class GetOperation:
     """One C-GET; iterate the instances, then close it (or use ``async with``).
@@ -217,7 +229,7 @@ class GetOperation:
                 raise AssociationAborted(
                     f"unexpected DIMSE message 0x{cmd.command_field:04X} during C-GET"
                 )
-            self._count(cmd)
+            self.counts.update(cmd)
             if cmd.status in PENDING:
                 continue
             self.finished = True
@@ -226,17 +238,6 @@ class GetOperation:
             if status_category(cmd.status) == "failure":
                 raise StatusError("C-GET", cmd.status, self.comment)
             raise StopAsyncIteration
-
-    def _count(self, cmd: Command) -> None:
-        for name, field in (
-            ("NumberOfCompletedSuboperations", "completed"),
-            ("NumberOfFailedSuboperations", "failed"),
-            ("NumberOfWarningSuboperations", "warning"),
-            ("NumberOfRemainingSuboperations", "remaining"),
-        ):
-            value = cmd.get(name)
-            if isinstance(value, int):
-                setattr(self.counts, field, value)
 
     async def cancel(self) -> None:
         """C-CANCEL, then answer what is still in flight until the final C-GET-RSP."""
@@ -255,7 +256,7 @@ class GetOperation:
                     continue
                 if cmd.get("MessageIDBeingRespondedTo") != self.message_id:
                     raise AssociationAborted("unexpected message while cancelling C-GET")
-                self._count(cmd)
+                self.counts.update(cmd)
                 if cmd.status not in PENDING:
                     self.finished = True
                     self.final_status = cmd.status

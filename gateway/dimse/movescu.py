@@ -160,7 +160,7 @@ class MoveOperation:
         try:
             while True:
                 cmd = await self._receive()
-                self._count(cmd)
+                self.counts.update(cmd)
                 if cmd.status in PENDING:
                     continue
                 self.finished = True
@@ -189,17 +189,6 @@ class MoveOperation:
             error = exc
         finally:
             self.waiter.finish(error)
-
-    def _count(self, cmd: Command) -> None:
-        for name, field in (
-            ("NumberOfCompletedSuboperations", "completed"),
-            ("NumberOfFailedSuboperations", "failed"),
-            ("NumberOfWarningSuboperations", "warning"),
-            ("NumberOfRemainingSuboperations", "remaining"),
-        ):
-            value = cmd.get(name)
-            if isinstance(value, int):
-                setattr(self.counts, field, value)
 
     # -- the caller's side -----------------------------------------------------
     def __aiter__(self) -> MoveOperation:

@@ -32,6 +32,8 @@ from gateway.dimse.errors import (
 )
 from gateway.dimse.findscu import FindMatch, FindOperation
 from gateway.dimse.getscu import GetOperation, RetrievedInstance, retrieve_profile
+from gateway.dimse.move_mediator import MoveMediator
+from gateway.dimse.movescu import RETRIEVE_BY_MOVE, MoveOperation
 from gateway.dimse.pool import AssociationPool, PoolSettings
 from gateway.dimse.requestor import Peer, Timeouts
 from gateway.dimse.storescu import c_store, store_profile
@@ -74,8 +76,11 @@ class StoreOutcome:
 class PacsClient:
     """One configured PACS, reached over pooled associations."""
 
-    def __init__(self, config: PacsConfig, settings: Settings) -> None:
+    def __init__(
+        self, config: PacsConfig, settings: Settings, mediator: MoveMediator | None = None
+    ) -> None:
         self.config = config
+        self.mediator = mediator
         self.settings = settings
         self.timeouts = Timeouts(
             connect=settings.connect_timeout,
@@ -150,6 +155,40 @@ class PacsClient:
                     op.final_status or 0,
                 )
 
+    async def move(
+        self,
+        identifier: Callable[[str], bytes],
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_uid: str | None = None,
+    ) -> AsyncGenerator[RetrievedInstance, None]:
+        """Stream a C-MOVE to our own C-STORE SCP; closing early cancels it."""
+        if self.mediator is None:
+            raise PacsFailed(f"PACS {self.config.aet}: C-MOVE needs the gateway's C-STORE SCP")
+        with self._errors():
+            async with (
+                self.pool.acquire(RETRIEVE_BY_MOVE) as assoc,
+                MoveOperation(
+                    assoc,
+                    identifier,
+                    self.settings.calling_aet,
+                    self.mediator,
+                    timeout=self.timeouts.dimse,
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_uid=sop_uid,
+                ) as op,
+            ):
+                async for instance in op:
+                    yield instance
+            if op.counts.failed:
+                log.warning(
+                    "C-MOVE from %s: %d sub-operations failed (status 0x%04X)",
+                    self.config.aet,
+                    op.counts.failed,
+                    op.final_status or 0,
+                )
+
     async def store(
         self,
         sop_class_uid: str,
@@ -199,8 +238,8 @@ class PacsClient:
 class PacsDirectory:
     """All configured PACS by name and AE title; the first one is the default."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.clients = [PacsClient(p, settings) for p in settings.pacs]
+    def __init__(self, settings: Settings, mediator: MoveMediator | None = None) -> None:
+        self.clients = [PacsClient(p, settings, mediator) for p in settings.pacs]
 
     def get(self, name: str | None = None) -> PacsClient | None:
         if not self.clients:

@@ -1,4 +1,4 @@
-"""WADO-RS retrieve (PS3.18 10.4): instances from the cache, or by C-GET from the PACS.
+"""WADO-RS retrieve (PS3.18 10.4): instances from the cache, or by C-GET/C-MOVE from the PACS.
 
 A series that was retrieved completely before is served from the disk cache
 without touching the PACS.  Otherwise one C-GET runs per series however many
@@ -154,7 +154,13 @@ class Retriever:
         identifier = _identifier(target, target.level)
         by_series: dict[tuple[str, str], list[str]] = {}
         cache = self.cache
-        async with contextlib.aclosing(pacs.get(_encoder(identifier), classes)) as instances:
+        if pacs.config.retrieve_method == "move":
+            source = pacs.move(
+                _encoder(identifier), target.study_uid, target.series_uid, target.sop_uid
+            )
+        else:
+            source = pacs.get(_encoder(identifier), classes)
+        async with contextlib.aclosing(source) as instances:
             async for instance in instances:
                 study, series = _identity(instance)
                 study = study or target.study_uid
