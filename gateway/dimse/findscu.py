@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 
 from pydicom.uid import ImplicitVRLittleEndian
 
@@ -21,6 +20,7 @@ from gateway.dimse.messages import (
     c_find_rq,
     status_category,
 )
+from gateway.dimse.operation import DimseOperation
 from gateway.dimse.requestor import Association
 
 
@@ -32,7 +32,7 @@ class FindMatch:
     explicit_vr: bool
 
 
-class FindOperation:
+class FindOperation(DimseOperation):
     """One C-FIND on an association; iterate it, then close it (or use ``async with``).
 
     Closing before the final response sends C-CANCEL and drains what the peer
@@ -117,22 +117,3 @@ class FindOperation:
         except DimseError:
             self.assoc.abort()
             raise
-
-    async def __aenter__(self) -> FindOperation:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.finished:
-            return
-        if exc_type is None or issubclass(exc_type, GeneratorExit):
-            # Normal exit or an async generator closed early: cancel cleanly.
-            await self.cancel()
-        else:
-            # An error or a cancelled request mid-stream: the state is unknown.
-            self.assoc.abort()

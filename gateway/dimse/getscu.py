@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from types import TracebackType
 
 import pydicom.uid as U
 
@@ -30,6 +29,7 @@ from gateway.dimse.messages import (
     response_to,
     status_category,
 )
+from gateway.dimse.operation import DimseOperation
 from gateway.dimse.pdu import RoleSelection
 from gateway.dimse.requestor import Association
 
@@ -148,7 +148,7 @@ class SubOperations:
                 setattr(self, field, value)
 
 
-class GetOperation:
+class GetOperation(DimseOperation):
     """One C-GET; iterate the instances, then close it (or use ``async with``).
 
     Closing before the final response sends C-CANCEL and drains the
@@ -264,21 +264,5 @@ class GetOperation:
             self.assoc.abort()
             raise
 
-    async def __aenter__(self) -> GetOperation:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.finished:
-            if self._unanswered is not None and exc_type is None:
-                await self._answer_store()
-            return
-        if exc_type is None or issubclass(exc_type, GeneratorExit):
-            await self.cancel()
-        else:
-            self.assoc.abort()
+    async def after_finish(self) -> None:
+        await self._answer_store()

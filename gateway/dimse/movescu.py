@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from types import TracebackType
 from typing import Final
 
 from gateway.dimse.contexts import STUDY_ROOT_MOVE, UNCOMPRESSED, VERIFICATION, ContextProfile
@@ -39,6 +38,7 @@ from gateway.dimse.messages import (
     status_category,
 )
 from gateway.dimse.move_mediator import MoveMediator, MoveWaiter
+from gateway.dimse.operation import DimseOperation
 from gateway.dimse.requestor import Association
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ RETRIEVE_BY_MOVE: Final = ContextProfile(
 _LATE_GRACE: Final = 5.0
 
 
-class MoveOperation:
+class MoveOperation(DimseOperation):
     """One C-MOVE; iterate the instances, then close it (or use ``async with``).
 
     ``identifier`` encodes the C-MOVE identifier for the negotiated transfer
@@ -231,22 +231,5 @@ class MoveOperation:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
 
-    async def __aenter__(self) -> MoveOperation:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            if self.finished:
-                return
-            if exc_type is None or issubclass(exc_type, GeneratorExit):
-                await self.cancel()
-            else:
-                self.assoc.abort()
-        finally:
-            await self.close()
+    async def release(self) -> None:
+        await self.close()
