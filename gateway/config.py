@@ -36,7 +36,7 @@ class PacsConfig:
     host: str
     port: int
     retrieve_method: Literal["get", "move"] = "get"
-    max_associations: int = 8
+    max_associations: int = 4
 
     @classmethod
     def parse(cls, spec: str, name: str = "default") -> PacsConfig:
@@ -171,7 +171,7 @@ def _pacs_from_toml(items: Any) -> tuple[PacsConfig, ...]:
                     host=str(item["host"]),
                     port=int(item["port"]),
                     retrieve_method=item.get("retrieve_method", "get"),
-                    max_associations=int(item.get("max_associations", 8)),
+                    max_associations=int(item.get("max_associations", 4)),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -1,23 +1,29 @@
 """What C-FIND, C-GET and C-MOVE share as operations on a lent association.
 
 Each is used as ``async with Operation(...) as op: async for x in op: ...``.
-Leaving the block early, cleanly or because an async generator over it was
-closed, cancels the operation (C-CANCEL and drain) so the association can go
-back to the pool; leaving it with an error aborts the association, whose state
-on the wire is then unknown.
+Leaving the block early (cleanly, or by closing an async generator over it)
+cancels the operation with C-CANCEL and drains it, so the PACS stops and the
+association can go back to the pool.  A cancelled task (a client hung up)
+sends C-CANCEL and aborts at once; any other error aborts the association,
+whose state on the wire is then unknown.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import TracebackType
 from typing import Self
 
+from gateway.dimse.messages import c_cancel_rq
 from gateway.dimse.requestor import Association
 
 
 class DimseOperation:
     assoc: Association
     finished: bool
+    message_id: int
+    _context_id: int
 
     async def start(self) -> None:
         raise NotImplementedError
@@ -49,6 +55,11 @@ class DimseOperation:
             elif clean:
                 await self.cancel()
             else:
+                if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
+                    # A client hung up: tell the PACS to stop (best effort, no
+                    # drain: a PACS that ignores C-CANCEL would keep us waiting).
+                    with contextlib.suppress(Exception):
+                        self.assoc.send_nowait(self._context_id, c_cancel_rq(self.message_id))
                 self.assoc.abort()
         finally:
             await self.release()

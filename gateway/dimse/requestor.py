@@ -316,6 +316,15 @@ class Association:
             self._send(parts)
         await self._protocol.drain()
 
+    def send_nowait(self, context_id: int, command: Command) -> None:
+        """Queue a small command without waiting for the socket (e.g. C-CANCEL on the way out)."""
+        if self._error is not None:
+            raise self._error
+        for pdata in P.pdata_fragments(
+            context_id, command.encode(), is_command=True, max_pdu_length=self.peer_max_pdu
+        ):
+            self._send(self.machine.send_data(pdata))
+
     async def receive(self, timeout: float) -> Message:
         """The next DIMSE message, or the reason there will be none.
 

@@ -193,27 +193,49 @@ class Retriever:
                 if expected <= set(got):
                     await cache.mark_series_complete(study, series, got)
 
+    async def _cached(self, target: Target) -> AsyncGenerator[InstanceData, None]:
+        """The target from the cache when the cache can answer it whole, else nothing."""
+        cache = self.cache
+        if cache is None:
+            return
+        if target.level == "SERIES":
+            assert target.series_uid is not None
+            async with cache.reading_series(target.study_uid, target.series_uid) as series:
+                for entry in series or ():
+                    yield InstanceData.from_cache(entry)
+        elif target.level == "IMAGE":
+            assert target.sop_uid is not None
+            async with cache.reading(target.sop_uid) as hit:
+                if (
+                    hit is not None
+                    and hit.series_uid == target.series_uid
+                    and hit.study_uid == target.study_uid
+                ):
+                    yield InstanceData.from_cache(hit)
+
     async def instances(
         self, pacs: PacsClient, target: Target
     ) -> AsyncGenerator[InstanceData, None]:
         """The target's instances; NotFound if there are none."""
         cache = self.cache
-        if cache is not None and target.level == "SERIES":
-            assert target.series_uid is not None
-            async with cache.reading_series(target.study_uid, target.series_uid) as cached:
-                if cached:
-                    for entry in cached:
-                        yield InstanceData.from_cache(entry)
-                    return
-        if cache is not None and target.level == "IMAGE":
-            assert target.sop_uid is not None
-            async with cache.reading(target.sop_uid) as hit:
-                if hit is not None and hit.series_uid == target.series_uid:
-                    yield InstanceData.from_cache(hit)
-                    return
+        async with contextlib.aclosing(self._cached(target)) as cached:
+            found = False
+            async for entry in cached:
+                found = True
+                yield entry
+            if found:
+                return
         sops, classes = await instance_classes(pacs, target)
         if not sops:
             raise NotFound(f"no {target.describe()} in the PACS")
+        # Another request may have completed the same retrieve during our C-FIND.
+        async with contextlib.aclosing(self._cached(target)) as cached:
+            found = False
+            async for entry in cached:
+                found = True
+                yield entry
+            if found:
+                return
 
         def produce() -> AsyncGenerator[InstanceData, None]:
             return self._from_pacs(pacs, target, sops, classes)

@@ -54,6 +54,9 @@ def negotiate_frames(
     """The representation to send frames of an instance stored in ``source_syntax``."""
     ranges = parse_accept_parameter(accept_param) if accept_param else parse_accept(accept_header)
     if not ranges:
+        given = accept_param if accept_param else accept_header
+        if given and given.strip():
+            raise NotAcceptable(f"no usable media range in {given!r}")
         return FrameRepresentation(OCTET, EXPLICIT_LE)
     try:
         source_media = frame_media_type(source_syntax)

@@ -43,11 +43,20 @@ def _is_dicom(media: MediaRange) -> bool:
     return kind in ("application/dicom", "*/*", "multipart/*", "application/*")
 
 
-def negotiate_instance_syntax(accept_header: str | None, accept_param: str | None = None) -> str:
-    """The transfer syntax UID to answer in, or ``"*"`` for as stored."""
+def negotiate_instance_syntaxes(
+    accept_header: str | None, accept_param: str | None = None
+) -> tuple[str, ...]:
+    """Transfer syntax UIDs (or ``"*"``: as stored) the client takes, best first.
+
+    Several are kept because whether a syntax can be produced depends on the
+    instance (JPEG Baseline needs 8-bit pixels): the caller tries them in order.
+    """
     ranges = _ranges(accept_header, accept_param)
     if not ranges:
-        return DEFAULT
+        given = accept_param if accept_param else accept_header
+        if given and given.strip():
+            raise NotAcceptable(f"no usable media range in {given!r}")
+        return (DEFAULT,)
     rendered = [r for r in ranges if r.type == "image" or r.subtype in ("jpeg", "png", "gif")]
     if accept_param and rendered and any(_is_dicom(r) for r in ranges if r not in rendered):
         raise InvalidParameter("accept", "DICOM and rendered media types cannot be mixed")
@@ -55,16 +64,19 @@ def negotiate_instance_syntax(accept_header: str | None, accept_param: str | Non
         (r for r in ranges if r.q > 0 and _is_dicom(r)),
         key=lambda r: (-r.q, "transfer-syntax" not in r.params),
     )
+    out: list[str] = []
     for media in candidates:
         syntax = media.params.get("transfer-syntax")
         if syntax is None:
-            return DEFAULT
-        if syntax == AS_STORED:
-            return AS_STORED
-        if syntax in TRANSCODE_TARGETS or syntax in U.AllTransferSyntaxes:
-            return syntax
-    raise NotAcceptable(
-        'acceptable: multipart/related; type="application/dicom" with transfer-syntax '
-        "absent (Explicit VR Little Endian), * (as stored) or one of "
-        + ", ".join(sorted(TRANSCODE_TARGETS))
-    )
+            syntax = DEFAULT
+        elif syntax != AS_STORED and syntax not in U.AllTransferSyntaxes:
+            continue
+        if syntax not in out:
+            out.append(syntax)
+    if not out:
+        raise NotAcceptable(
+            'acceptable: multipart/related; type="application/dicom" with transfer-syntax '
+            "absent (Explicit VR Little Endian), * (as stored) or one of "
+            + ", ".join(sorted(TRANSCODE_TARGETS))
+        )
+    return tuple(out)

@@ -19,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from gateway.config import Settings
-from gateway.dicom.transcode import TranscodeError, transcode_instance
+from gateway.dicom.transcode import transcode_instance
 from gateway.services.errors import GatewayError, NotAcceptable
 from gateway.services.qido_query import validate_uid
 from gateway.services.retrieve import InstanceData, Retriever, Target
@@ -27,7 +27,7 @@ from gateway.services.workers import Workers
 from gateway.web.multipart import closing, content_type, new_boundary, part_header
 from gateway.web.qido_routes import pacs_for
 from gateway.web.urls import service_base_url
-from gateway.web.wado_accept import AS_STORED, negotiate_instance_syntax
+from gateway.web.wado_accept import AS_STORED, negotiate_instance_syntaxes
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +45,22 @@ def target_of(request: Request) -> Target:
 
 
 async def part10_in_syntax(
-    workers: Workers, instance: InstanceData, syntax: str
+    workers: Workers, instance: InstanceData, syntaxes: tuple[str, ...]
 ) -> tuple[str, bytes]:
-    """The instance as a Part 10 file in ``syntax`` (``*``: as received from the PACS)."""
+    """The instance as a Part 10 file in the first of ``syntaxes`` it can be sent in."""
     data = await read_instance(instance)
-    if syntax in (AS_STORED, instance.transfer_syntax):
-        return instance.transfer_syntax, data
-    try:
-        converted = await workers.run(transcode_instance, data, syntax)
-    except TranscodeError as exc:
-        raise NotAcceptable(
-            f"instance {instance.sop_instance_uid} ({instance.transfer_syntax}) "
-            f"cannot be sent as {syntax}: {exc}"
-        ) from exc
-    return syntax, converted
+    reasons = []
+    for syntax in syntaxes:
+        if syntax in (AS_STORED, instance.transfer_syntax):
+            return instance.transfer_syntax, data
+        try:
+            return syntax, await workers.run(transcode_instance, data, syntax)
+        except ValueError as exc:  # TranscodeError, CodecError: this syntax is not possible
+            reasons.append(f"{syntax}: {exc}")
+    raise NotAcceptable(
+        f"instance {instance.sop_instance_uid} ({instance.transfer_syntax}) cannot be sent "
+        "in any acceptable transfer syntax (" + "; ".join(reasons) + ")"
+    )
 
 
 async def read_instance(instance: InstanceData) -> bytes:
@@ -81,7 +83,7 @@ async def retrieve_instances(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     workers: Workers = request.app.state.workers
     target = target_of(request)
-    syntax = negotiate_instance_syntax(
+    syntaxes = negotiate_instance_syntaxes(
         request.headers.get("accept"), request.query_params.get("accept")
     )
     base_url = service_base_url(request, settings.public_url)
@@ -89,7 +91,7 @@ async def retrieve_instances(request: Request) -> Response:
     instances = retriever.instances(pacs_for(request), target)
     try:
         first = await anext(instances)
-        first_part = await part10_in_syntax(workers, first, syntax)
+        first_part = await part10_in_syntax(workers, first, syntaxes)
     except BaseException:
         await instances.aclose()
         raise
@@ -112,7 +114,7 @@ async def retrieve_instances(request: Request) -> Response:
                     instance = await anext(instances)
                 except StopAsyncIteration:
                     break
-                actual, chunks = await part10_in_syntax(workers, instance, syntax)
+                actual, chunks = await part10_in_syntax(workers, instance, syntaxes)
             yield closing(boundary)
         except GatewayError as exc:
             # Headers are gone: the only honest signal left is a broken connection.
@@ -121,7 +123,10 @@ async def retrieve_instances(request: Request) -> Response:
         finally:
             await _close(instances)
 
-    params = {} if syntax == AS_STORED else {"transfer_syntax": syntax}
+    # The top-level transfer-syntax parameter only when every part will have it.
+    params = (
+        {"transfer_syntax": syntaxes[0]} if syntaxes[0] != AS_STORED and len(syntaxes) == 1 else {}
+    )
     return StreamingResponse(
         body(), headers={"Content-Type": content_type(boundary, "application/dicom", **params)}
     )
