@@ -99,7 +99,10 @@ class AtomicWriter(Generic[R]):
                 raise RuntimeError(f"write after {self._state}")
             return
         self._size += len(chunk)
-        if not self._pending and len(chunk) >= COALESCE_BYTES:
+        if len(chunk) >= COALESCE_BYTES:
+            # A large chunk goes straight to disk: one more write, not a copy.
+            if self._pending:
+                await self._flush_pending()
             await self._to_disk(chunk)
             return
         self._pending += chunk

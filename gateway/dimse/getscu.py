@@ -6,6 +6,8 @@ selection, PS3.7 D.3.3.4).  Each received instance is handed to the caller
 before we answer its C-STORE-RSP: the PACS waits for that answer before the
 next sub-operation, so a slow HTTP client slows the PACS down instead of
 filling our memory (backpressure from the HTTP socket to the DIMSE socket).
+With ``eager_ack`` (a consumer that only writes to the cache) each instance is
+answered as soon as it arrived, so the PACS and our disk work at the same time.
 """
 
 from __future__ import annotations
@@ -163,8 +165,10 @@ class GetOperation(DimseOperation):
         *,
         timeout: float,
         sop_class_uid: str = STUDY_ROOT_GET,
+        eager_ack: bool = False,
     ) -> None:
         self.assoc = assoc
+        self.eager_ack = eager_ack
         self.sop_class_uid = sop_class_uid
         self._identifier = identifier
         self.timeout = timeout
@@ -215,6 +219,11 @@ class GetOperation(DimseOperation):
                     raise AssociationAborted("C-STORE sub-operation on a context we did not accept")
                 self._unanswered = cmd
                 self._store_context = msg.context_id
+                if self.eager_ack:
+                    # The consumer is not the bottleneck (it writes to disk); let the
+                    # PACS send the next one now. Memory stays bounded by the
+                    # association's flow control (it stops reading the socket).
+                    await self._answer_store()
                 return RetrievedInstance(
                     str(cmd.get("AffectedSOPClassUID", "")),
                     str(cmd.get("AffectedSOPInstanceUID", "")),

@@ -42,6 +42,7 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1234.1.1"
 IMPLEMENTATION_VERSION = f"DWGW_{__version__}"[:16]
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _WRITE_BATCH = 256 * 1024
+_MAX_QUEUED = 8  # unread DIMSE messages before we stop reading the socket
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ class Association:
         self._message_ids = itertools.count(0)
         self._loop = asyncio.get_running_loop()
         self._rx_at = 0.0
+        self._reading_paused = False
         self.network_timeout = 60.0
         self.created = time.monotonic()
         self.last_used = self.created
@@ -230,6 +232,7 @@ class Association:
                 self._send_abort()
                 self._fail(AssociationAborted(f"invalid DIMSE message from peer: {exc}"))
                 return
+            self._flow_control()
             self._wake()
         elif isinstance(ev, U.AssociationAccepted):
             self._on_accept(ev.accept)
@@ -354,7 +357,26 @@ class Association:
             finally:
                 self._wakeup = None
         self.last_used = time.monotonic()
-        return self._messages.popleft()
+        message = self._messages.popleft()
+        self._flow_control()
+        return message
+
+    def _flow_control(self) -> None:
+        """Stop reading the socket while unread messages pile up (TCP backpressure).
+
+        A C-GET whose sub-operations are acknowledged before they are consumed
+        would otherwise buffer as fast as the PACS sends.
+        """
+        transport = self._protocol.transport if self._protocol is not None else None
+        if transport is None or transport.is_closing():
+            return
+        queued = len(self._messages)
+        if queued >= _MAX_QUEUED and not self._reading_paused:
+            transport.pause_reading()
+            self._reading_paused = True
+        elif queued < _MAX_QUEUED // 2 and self._reading_paused:
+            transport.resume_reading()
+            self._reading_paused = False
 
     async def release(self, timeout: float = 2.0) -> None:
         """Orderly A-RELEASE; aborts if the peer does not answer in time."""

@@ -136,14 +136,20 @@ class PacsClient:
                     yield match
 
     async def get(
-        self, identifier: Callable[[str], bytes], sop_classes: Iterable[str] | None
+        self,
+        identifier: Callable[[str], bytes],
+        sop_classes: Iterable[str] | None,
+        *,
+        eager_ack: bool = False,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         """Stream a C-GET's instances; closing the iterator early cancels the retrieve."""
         profile = retrieve_profile(sop_classes)
         with self._errors():
             async with (
                 self.pool.acquire(profile) as assoc,
-                GetOperation(assoc, identifier, timeout=self.timeouts.dimse) as op,
+                GetOperation(
+                    assoc, identifier, timeout=self.timeouts.dimse, eager_ack=eager_ack
+                ) as op,
             ):
                 async for instance in op:
                     yield instance

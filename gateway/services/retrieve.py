@@ -159,7 +159,9 @@ class Retriever:
                 _encoder(identifier), target.study_uid, target.series_uid, target.sop_uid
             )
         else:
-            source = pacs.get(_encoder(identifier), classes)
+            # Into the cache: acknowledge each instance at once (see getscu).
+            eager = cache is not None and cache.writable
+            source = pacs.get(_encoder(identifier), classes, eager_ack=eager)
         async with contextlib.aclosing(source) as instances:
             async for instance in instances:
                 study, series = _identity(instance)
@@ -168,14 +170,7 @@ class Retriever:
                 meta = file_meta(
                     instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax
                 )
-                data = InstanceData(
-                    study,
-                    series,
-                    instance.sop_class_uid,
-                    instance.sop_instance_uid,
-                    instance.transfer_syntax,
-                    part10=meta + instance.dataset,
-                )
+                data = None
                 if cache is not None and cache.writable:
                     async with cache.open_writer(
                         study, series, instance.sop_instance_uid, instance.transfer_syntax
@@ -185,6 +180,15 @@ class Retriever:
                         cached = await writer.commit()
                     if cached is not None:
                         data = InstanceData.from_cache(cached, instance.sop_class_uid)
+                if data is None:
+                    data = InstanceData(
+                        study,
+                        series,
+                        instance.sop_class_uid,
+                        instance.sop_instance_uid,
+                        instance.transfer_syntax,
+                        part10=meta + instance.dataset,
+                    )
                 by_series.setdefault((study, series), []).append(instance.sop_instance_uid)
                 yield data
         if cache is not None and target.level != "IMAGE":
