@@ -197,6 +197,12 @@ class Retriever:
                 if expected <= set(got):
                     await cache.mark_series_complete(study, series, got)
 
+    async def cached(self, target: Target) -> list[InstanceData] | None:
+        """The whole target from the cache, or None (then use ``instances``)."""
+        async with contextlib.aclosing(self._cached(target)) as items:
+            found = [item async for item in items]
+        return found or None
+
     async def _cached(self, target: Target) -> AsyncGenerator[InstanceData, None]:
         """The target from the cache when the cache can answer it whole, else nothing."""
         cache = self.cache
