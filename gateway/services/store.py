@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.dicom.identity import identity_of
 from gateway.dicom.instance_check import CheckedInstance, InstanceError, check_instance
+from gateway.dicom.part10 import read_part10
 from gateway.dicom.to_explicit_le import to_explicit_vr_little_endian
 from gateway.services.errors import GatewayError, PacsBusy
 from gateway.services.pacs import PacsClient, StoreRefused
@@ -98,6 +100,25 @@ class StowResult:
         return dict(sorted(out.items()))
 
 
+def _readable_uids(data: bytes | memoryview) -> tuple[str, str]:
+    """The SOP Class and Instance UIDs of a part that failed its check, if readable.
+
+    PS3.18 Table I.2-1 makes both Type 1 in a FailedSOPSequence item: a client
+    needs them to know which of its instances failed.
+    """
+    try:
+        part = read_part10(data)
+        ident = identity_of(
+            part.data, part.offset, explicit_vr=part.explicit_vr, little_endian=part.little_endian
+        )
+    except (ValueError, IndexError):
+        return "", ""
+    return (
+        ident.sop_class_uid or part.sop_class_uid,
+        ident.sop_instance_uid or part.sop_instance_uid,
+    )
+
+
 def _ui(value: str) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
@@ -150,7 +171,8 @@ class StowSession:
         try:
             inst = check_instance(data)
         except InstanceError as exc:
-            return Failed("", "", exc.failure_code, exc.reason)
+            sop_class, sop_instance = _readable_uids(data)
+            return Failed(sop_class, sop_instance, exc.failure_code, exc.reason)
         if self.study_uid is not None and inst.study_instance_uid != self.study_uid:
             return Failed(
                 inst.sop_class_uid,
