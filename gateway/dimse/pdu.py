@@ -421,28 +421,47 @@ class PduParser:
         self._buf = bytearray()
         self.max_length = max_length
 
+    def _check(self, pdu_type: int, length: int) -> None:
+        limit = self.max_length + 6 if self.max_length else 0
+        if pdu_type == 0x04 and limit and length > limit:
+            raise PduError(f"P-DATA-TF of {length} bytes exceeds the negotiated maximum")
+        if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
+            raise PduError(f"unrecognized PDU type 0x{pdu_type:02X}")
+        if length > 64 * 1024 * 1024:
+            raise PduError(f"PDU length {length} is implausible")
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Pdu]:
-        self._buf += data
+        """Whole PDUs from the bytes received so far.
+
+        PDU bodies are views into immutable ``bytes``: the received chunk itself
+        when the PDU lies inside it (no copy: a C-GET moves megabytes through
+        here), else one ``bytes`` made from the buffered remainder.
+        """
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < 6:
+                return []
+            pdu_type, length = _HEADER.unpack_from(self._buf, 0)
+            self._check(pdu_type, length)
+            if len(self._buf) < 6 + length:
+                return []  # a large PDU still arriving: wait before copying
+            source = bytes(self._buf)
+            self._buf.clear()
+        else:
+            source = bytes(data) if not isinstance(data, bytes) else data
+        view = memoryview(source)
         out: list[Pdu] = []
-        buf = self._buf
         pos = 0
-        while len(buf) - pos >= 6:
-            pdu_type, length = _HEADER.unpack_from(buf, pos)
-            limit = self.max_length + 6 if self.max_length else 0
-            if pdu_type == 0x04 and limit and length > limit:
-                raise PduError(f"P-DATA-TF of {length} bytes exceeds the negotiated maximum")
-            if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
-                raise PduError(f"unrecognized PDU type 0x{pdu_type:02X}")
-            if length > 64 * 1024 * 1024:
-                raise PduError(f"PDU length {length} is implausible")
-            if len(buf) - pos < 6 + length:
+        end = len(source)
+        while end - pos >= 6:
+            pdu_type, length = _HEADER.unpack_from(source, pos)
+            self._check(pdu_type, length)
+            if end - pos < 6 + length:
                 break
-            # Copy the body out so the views stay valid after the buffer is trimmed.
-            body = memoryview(bytes(buf[pos + 6 : pos + 6 + length]))
-            out.append(decode_pdu(pdu_type, body))
+            out.append(decode_pdu(pdu_type, view[pos + 6 : pos + 6 + length]))
             pos += 6 + length
-        if pos:
-            del buf[:pos]
+        if pos < end:
+            self._buf += view[pos:]
         return out
 
 
