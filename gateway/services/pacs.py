@@ -19,6 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from gateway.config import PacsConfig, Settings
 from gateway.dimse import contexts
+from gateway.dimse.contexts import ContextProfile
 from gateway.dimse.echoscu import c_echo
 from gateway.dimse.errors import (
     AssociationAborted,
@@ -35,7 +36,7 @@ from gateway.dimse.getscu import GetOperation, RetrievedInstance, retrieve_profi
 from gateway.dimse.move_mediator import MoveMediator
 from gateway.dimse.movescu import RETRIEVE_BY_MOVE, MoveOperation
 from gateway.dimse.pool import AssociationPool, PoolSettings
-from gateway.dimse.requestor import Peer, Timeouts
+from gateway.dimse.requestor import Association, Peer, Timeouts
 from gateway.dimse.storescu import c_store, store_profile
 from gateway.services.errors import GatewayError, PacsBusy, PacsFailed, PacsTimeout
 
@@ -135,7 +136,7 @@ class PacsClient:
                 async for match in op:
                     yield match
 
-    async def get(
+    def get(
         self,
         identifier: Callable[[str], bytes],
         sop_classes: Iterable[str] | None,
@@ -143,25 +144,13 @@ class PacsClient:
         eager_ack: bool = False,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         """Stream a C-GET's instances; closing the iterator early cancels the retrieve."""
-        profile = retrieve_profile(sop_classes)
-        with self._errors():
-            async with (
-                self.pool.acquire(profile) as assoc,
-                GetOperation(
-                    assoc, identifier, timeout=self.timeouts.dimse, eager_ack=eager_ack
-                ) as op,
-            ):
-                async for instance in op:
-                    yield instance
-            if op.counts.failed:
-                log.warning(
-                    "C-GET from %s: %d sub-operations failed (status 0x%04X)",
-                    self.config.aet,
-                    op.counts.failed,
-                    op.final_status or 0,
-                )
 
-    async def move(
+        def operation(assoc: Association) -> GetOperation:
+            return GetOperation(assoc, identifier, timeout=self.timeouts.dimse, eager_ack=eager_ack)
+
+        return self._retrieve("C-GET", retrieve_profile(sop_classes), operation)
+
+    def move(
         self,
         identifier: Callable[[str], bytes],
         study_uid: str,
@@ -169,27 +158,38 @@ class PacsClient:
         sop_uid: str | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
         """Stream a C-MOVE to our own C-STORE SCP; closing early cancels it."""
-        if self.mediator is None:
+        mediator = self.mediator
+        if mediator is None:
             raise PacsFailed(f"PACS {self.config.aet}: C-MOVE needs the gateway's C-STORE SCP")
+
+        def operation(assoc: Association) -> MoveOperation:
+            return MoveOperation(
+                assoc,
+                identifier,
+                self.settings.calling_aet,
+                mediator,
+                timeout=self.timeouts.dimse,
+                study_uid=study_uid,
+                series_uid=series_uid,
+                sop_uid=sop_uid,
+            )
+
+        return self._retrieve("C-MOVE", RETRIEVE_BY_MOVE, operation)
+
+    async def _retrieve(
+        self,
+        name: str,
+        profile: ContextProfile,
+        operation: Callable[[Association], GetOperation | MoveOperation],
+    ) -> AsyncGenerator[RetrievedInstance, None]:
         with self._errors():
-            async with (
-                self.pool.acquire(RETRIEVE_BY_MOVE) as assoc,
-                MoveOperation(
-                    assoc,
-                    identifier,
-                    self.settings.calling_aet,
-                    self.mediator,
-                    timeout=self.timeouts.dimse,
-                    study_uid=study_uid,
-                    series_uid=series_uid,
-                    sop_uid=sop_uid,
-                ) as op,
-            ):
+            async with self.pool.acquire(profile) as assoc, operation(assoc) as op:
                 async for instance in op:
                     yield instance
             if op.counts.failed:
                 log.warning(
-                    "C-MOVE from %s: %d sub-operations failed (status 0x%04X)",
+                    "%s from %s: %d sub-operations failed (status 0x%04X)",
+                    name,
                     self.config.aet,
                     op.counts.failed,
                     op.final_status or 0,

@@ -228,24 +228,17 @@ class Retriever:
     ) -> AsyncGenerator[InstanceData, None]:
         """The target's instances; NotFound if there are none."""
         cache = self.cache
-        async with contextlib.aclosing(self._cached(target)) as cached:
-            found = False
-            async for entry in cached:
-                found = True
+        hit = await self.cached(target)
+        if hit is None:
+            sops, classes = await instance_classes(pacs, target)
+            if not sops:
+                raise NotFound(f"no {target.describe()} in the PACS")
+            # Another request may have completed the same retrieve during our C-FIND.
+            hit = await self.cached(target)
+        if hit is not None:
+            for entry in hit:
                 yield entry
-            if found:
-                return
-        sops, classes = await instance_classes(pacs, target)
-        if not sops:
-            raise NotFound(f"no {target.describe()} in the PACS")
-        # Another request may have completed the same retrieve during our C-FIND.
-        async with contextlib.aclosing(self._cached(target)) as cached:
-            found = False
-            async for entry in cached:
-                found = True
-                yield entry
-            if found:
-                return
+            return
 
         def produce() -> AsyncGenerator[InstanceData, None]:
             return self._from_pacs(pacs, target, sops, classes)
