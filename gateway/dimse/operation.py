@@ -18,6 +18,8 @@ from typing import Self
 from gateway.dimse.messages import c_cancel_rq
 from gateway.dimse.requestor import Association
 
+CANCEL_GRACE_SECONDS = 2.0
+
 
 class DimseOperation:
     assoc: Association
@@ -53,7 +55,12 @@ class DimseOperation:
                 if clean:
                     await self.after_finish()
             elif clean:
-                await self.cancel()
+                try:
+                    # A PACS that ignores C-CANCEL would keep sending the rest.
+                    async with asyncio.timeout(CANCEL_GRACE_SECONDS):
+                        await self.cancel()
+                except TimeoutError:
+                    self.assoc.abort()
             else:
                 if exc_type is not None and issubclass(exc_type, asyncio.CancelledError):
                     # A client hung up: tell the PACS to stop (best effort, no
