@@ -37,6 +37,7 @@ from gateway.dimse.move_mediator import MoveMediator
 from gateway.dimse.movescu import RETRIEVE_BY_MOVE, MoveOperation
 from gateway.dimse.pool import AssociationPool, PoolSettings
 from gateway.dimse.requestor import Association, Peer, Timeouts
+from gateway.dimse.storescp import StoreSCP
 from gateway.dimse.storescu import c_store, store_profile
 from gateway.services.errors import GatewayError, PacsBusy, PacsFailed, PacsTimeout
 
@@ -242,10 +243,29 @@ class PacsClient:
 
 
 class PacsDirectory:
-    """All configured PACS by name and AE title; the first one is the default."""
+    """All configured PACS by name and AE title; the first one is the default.
 
-    def __init__(self, settings: Settings, mediator: MoveMediator | None = None) -> None:
-        self.clients = [PacsClient(p, settings, mediator) for p in settings.pacs]
+    When a PACS retrieves by C-MOVE, the directory also runs the gateway's
+    C-STORE SCP and the mediator that hands incoming sub-operations to the
+    waiting requests (``start``/``close`` in the app's lifespan).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.mediator: MoveMediator | None = None
+        self.store_scp: StoreSCP | None = None
+        if any(p.retrieve_method == "move" for p in settings.pacs):
+            self.mediator = MoveMediator()
+            self.store_scp = StoreSCP(
+                settings.calling_aet,
+                settings.store_scp_host,
+                settings.store_scp_port,
+                self.mediator.handle_store,
+            )
+        self.clients = [PacsClient(p, settings, self.mediator) for p in settings.pacs]
+
+    async def start(self) -> None:
+        if self.store_scp is not None:
+            await self.store_scp.start()
 
     def get(self, name: str | None = None) -> PacsClient | None:
         if not self.clients:
@@ -260,3 +280,7 @@ class PacsDirectory:
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
+        if self.store_scp is not None:
+            await self.store_scp.close()
+        if self.mediator is not None:
+            self.mediator.close()

@@ -19,8 +19,6 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from gateway.cache import InstanceCache
 from gateway.config import Settings
-from gateway.dimse.move_mediator import MoveMediator
-from gateway.dimse.storescp import StoreSCP
 from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
 from gateway.services.retrieve import Retriever
@@ -47,21 +45,9 @@ async def _expire_idle(directory: PacsDirectory, every: float) -> None:
 def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        mediator = None
-        store_scp = None
-        if any(p.retrieve_method == "move" for p in settings.pacs):
-            # C-MOVE sends the instances to our own C-STORE SCP (DESIGN.md section 2).
-            mediator = MoveMediator()
-            store_scp = StoreSCP(
-                settings.calling_aet,
-                settings.store_scp_host,
-                settings.store_scp_port,
-                mediator.handle_store,
-            )
-            await store_scp.start()
-        directory = PacsDirectory(settings, mediator)
+        directory = PacsDirectory(settings)
+        await directory.start()
         app.state.pacs = directory
-        app.state.store_scp = store_scp
         app.state.workers = Workers()
         cache_root = Path(settings.cache_dir) if settings.cache_dir else None
         temporary = None
@@ -84,10 +70,6 @@ def create_app(settings: Settings) -> Starlette:
             await directory.close()
             app.state.workers.close()
             await cache.close()
-            if store_scp is not None:
-                await store_scp.close()
-            if mediator is not None:
-                mediator.close()
             if temporary is not None:
                 temporary.cleanup()
 
