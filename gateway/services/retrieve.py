@@ -175,9 +175,7 @@ class Retriever:
                     async with cache.open_writer(
                         study, series, instance.sop_instance_uid, instance.transfer_syntax
                     ) as writer:
-                        await writer.write(meta)
-                        await writer.write(instance.dataset)
-                        cached = await writer.commit()
+                        cached = await writer.write_and_commit(meta, instance.dataset)
                     if cached is not None:
                         data = InstanceData.from_cache(cached, instance.sop_class_uid)
                 if data is None:
