@@ -23,7 +23,7 @@ from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
 from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
-from gateway.web import qido_routes, stow_routes, wado_routes
+from gateway.web import qido_routes, rendered_routes, stow_routes, wado_routes, wado_uri_routes
 from gateway.web.errors import EXCEPTION_HANDLERS
 from gateway.web.health import healthz, readyz
 
@@ -32,7 +32,12 @@ log = logging.getLogger(__name__)
 
 def dicomweb_routes() -> list[BaseRoute]:
     """The PS3.18 resources, mounted at the base path and under /aets/{aet}."""
-    return [*qido_routes.routes(), *stow_routes.routes(), *wado_routes.routes()]
+    return [
+        *qido_routes.routes(),
+        *stow_routes.routes(),
+        *wado_routes.routes(),
+        *rendered_routes.routes(),
+    ]
 
 
 async def _expire_idle(directory: PacsDirectory, every: float) -> None:
@@ -76,6 +81,7 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *wado_uri_routes.routes(),
         Mount(settings.base_path, routes=dicomweb_routes()),
         Mount("/aets/{aet}/dicomweb", routes=dicomweb_routes()),
     ]
