@@ -19,10 +19,10 @@ from gateway.dicom.render import (
     parse_quality,
     parse_viewport,
     parse_window,
-    render_frame,
 )
 from gateway.services.errors import InvalidParameter, NotAcceptable, NotFound
 from gateway.services.instance_views import InstanceViews
+from gateway.services.rendering import rendered_frame
 from gateway.services.retrieve import InstanceData, Retriever
 from gateway.services.workers import Workers
 from gateway.web.accept import parse_accept, parse_accept_parameter
@@ -107,10 +107,10 @@ async def _images(
         for number in numbers:
             if number > count:
                 raise NotFound(f"frame {number}: the instance has {count} frame(s)")
-            try:
-                images.append(await workers.run(render_frame, data, number - 1, params))
-            except ValueError as exc:  # colour space or codec we cannot render
-                raise NotAcceptable(f"cannot render {instance.sop_instance_uid}: {exc}") from exc
+            retriever: Retriever = request.app.state.retriever
+            images.append(
+                await rendered_frame(retriever, workers, instance, data, number - 1, params)
+            )
     if not images:
         raise NotFound("nothing to render: no instance with pixel data")
     return images

@@ -15,10 +15,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from gateway.dicom.anonymize import anonymize_part10
-from gateway.dicom.render import RenderParams, Viewport, render_frame
+from gateway.dicom.render import RenderParams, Viewport
 from gateway.services.errors import InvalidParameter, NotAcceptable, NotFound
 from gateway.services.instance_views import InstanceViews
 from gateway.services.qido_query import validate_uid
+from gateway.services.rendering import rendered_frame
 from gateway.services.retrieve import InstanceData, Retriever, Target
 from gateway.services.workers import Workers
 from gateway.web.qido_routes import pacs_for
@@ -143,10 +144,8 @@ async def wado(request: Request) -> Response:
         quality=quality or 90,
         media_type=media,
     )
-    try:
-        image = await workers.run(render_frame, data, frame - 1, params)
-    except ValueError as exc:
-        raise NotAcceptable(f"cannot render the object: {exc}") from exc
+    retriever: Retriever = request.app.state.retriever
+    image = await rendered_frame(retriever, workers, instance, data, frame - 1, params)
     return Response(image, media_type=media)
 
 

@@ -134,3 +134,19 @@ def test_annotation_is_a_warning(gw: GatewayServer, orthanc: Any) -> None:
     )
     assert r.status_code == 200
     assert "annotation parameter is not supported" in r.headers["warning"]
+
+
+def test_rendered_frame_is_cached_beside_the_instance(gw: GatewayServer, orthanc: Any) -> None:
+    from gateway.dicom.render import RenderParams, Viewport
+    from gateway.services.rendering import render_key
+
+    inst = _ct(orthanc)
+    url = _url(gw, inst) + "/rendered"
+    first = requests.get(url, params={"viewport": "96,96"}, timeout=60)
+    assert first.status_code == 200
+    cache = gw.app.state.retriever.cache
+    key = render_key(0, RenderParams(viewport=Viewport(96, 96), media_type="image/jpeg"))
+    stored = gw.run(cache.get_derived(inst.sop_uid, key))
+    assert stored == first.content
+    again = requests.get(url, params={"viewport": "96,96"}, timeout=60)
+    assert again.content == first.content
