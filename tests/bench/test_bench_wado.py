@@ -928,3 +928,59 @@ def test_peak_rss_big_study(big_study: BigStudy, tmp_path: Path, report: Report)
     report.add(
         f"{gb:.1f} GB study cold C-GET", got.seconds, ref, "getscu -pdu 131072 -> tmpfs", unit="s"
     )
+
+
+# --------------------------------------------------------------------------- issue 5: rendered
+
+
+def test_rendered_jpeg_p50(
+    warm_gateway: GatewayProcess, wado_orthanc: OrthancServer, wado_data: WadoData, report: Report
+) -> None:
+    """Issue 5: a rendered JPEG of a cached 512x512 CT frame, p50, next to Orthanc."""
+    gw, orthanc = warm_gateway, wado_orthanc
+    inst = wado_data.ct[len(wado_data.ct) // 2]
+    ours = _instance_path(gw.base, inst) + "/rendered"
+    theirs = _instance_path("/dicom-web", inst) + "/rendered"
+    _frame_p50(gw.port, _instance_path(gw.base, inst) + "/frames/1", "*/*", 1)  # fill the cache
+    first, size_ours = _frame_p50(gw.port, ours, "image/jpeg", 1)  # rendered once, then kept
+    ours_p50, _ = _frame_p50(gw.port, ours, "image/jpeg", 100)
+    theirs_p50, size_theirs = _frame_p50(orthanc.http_port, theirs, "image/jpeg", 100)
+    print(f"\nrendered JPEG: gateway {size_ours} B, Orthanc {size_theirs} B")
+    print(f"gateway render before its rendered cache: {first * 1000:.1f} ms")
+    report.add(
+        "rendered JPEG, cached 512x512 CT frame, p50", ours_p50, theirs_p50, "Orthanc /rendered"
+    )
+
+
+def test_series_thumbnails(
+    warm_gateway: GatewayProcess, wado_orthanc: OrthancServer, wado_data: WadoData, report: Report
+) -> None:
+    """Issue 5: thumbnails of every instance of the 100-slice series (3 passes: the first
+    renders, the next come from the rendered cache) vs Orthanc /rendered of each."""
+    gw, orthanc = warm_gateway, wado_orthanc
+
+    def all_instances(port: int, base: str, suffix: str) -> float:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        try:
+            start = time.perf_counter()
+            for inst in wado_data.ct:
+                _timed_get(conn, _instance_path(base, inst) + suffix, "image/jpeg")
+            return time.perf_counter() - start
+        finally:
+            conn.close()
+
+    ours = [all_instances(gw.port, gw.base, "/thumbnail?viewport=64,64") for _ in range(3)]
+    theirs = [all_instances(orthanc.http_port, "/dicom-web", "/rendered") for _ in range(3)]
+    print(f"\nthumbnails of {len(wado_data.ct)} instances (s): gateway {ours}, Orthanc {theirs}")
+    report.add(
+        f"thumbnails of {len(wado_data.ct)} instances, first pass (C-GET each + render)",
+        ours[0],
+        theirs[0],
+        "Orthanc /rendered of each",
+    )
+    report.add(
+        f"thumbnails of {len(wado_data.ct)} instances, later passes (cached)",
+        p50(ours[1:]),
+        p50(theirs[1:]),
+        "Orthanc /rendered of each",
+    )
