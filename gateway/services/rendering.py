@@ -22,6 +22,17 @@ def render_key(frame_index: int, params: RenderParams) -> str:
     return "r" + digest.hexdigest()[:24]
 
 
+async def cached_render(
+    retriever: Retriever, instance: InstanceData, frame_index: int, params: RenderParams
+) -> bytes | None:
+    """The frame as rendered before, without reading the instance; None if it was not."""
+    if retriever.cache is None or instance.path is None:
+        return None
+    return await retriever.cache.get_derived(
+        instance.sop_instance_uid, render_key(frame_index, params)
+    )
+
+
 async def rendered_frame(
     retriever: Retriever,
     workers: Workers,

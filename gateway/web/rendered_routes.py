@@ -22,7 +22,7 @@ from gateway.dicom.render import (
 )
 from gateway.services.errors import InvalidParameter, NotAcceptable, NotFound
 from gateway.services.instance_views import InstanceViews
-from gateway.services.rendering import rendered_frame
+from gateway.services.rendering import cached_render, rendered_frame
 from gateway.services.retrieve import InstanceData, Retriever
 from gateway.services.workers import Workers
 from gateway.web.accept import parse_accept, parse_accept_parameter
@@ -94,8 +94,16 @@ async def _images(
     instances = await _instances(request)
     if only_one:
         instances = [instances[len(instances) // 2]]  # a representative: the middle one
-    images = []
+    images: list[bytes] = []
+    retriever: Retriever = request.app.state.retriever
     for instance in instances:
+        if frames is not None or only_one:
+            # Rendered before? Then the instance need not even be read.
+            wanted = frames if frames is not None else [1]
+            hits = [await cached_render(retriever, instance, n - 1, params) for n in wanted]
+            if all(hit is not None for hit in hits):
+                images.extend(hit for hit in hits if hit is not None)
+                continue
         data = await read_instance(instance)
         parsed = views.parsed(instance, data)
         if parsed.pixels is None:
@@ -107,7 +115,6 @@ async def _images(
         for number in numbers:
             if number > count:
                 raise NotFound(f"frame {number}: the instance has {count} frame(s)")
-            retriever: Retriever = request.app.state.retriever
             images.append(
                 await rendered_frame(retriever, workers, instance, data, number - 1, params)
             )
