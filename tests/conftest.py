@@ -136,6 +136,16 @@ def _seed_all(server: Any, manifest: Any, charsets: list[CharsetFile]) -> None:
 # --------------------------------------------------------------------------- real PACS
 
 
+def _seeded(server: P, manifest: Any, charsets: list[CharsetFile]) -> Iterator[P]:
+    """Start, seed, lend for the session, kill (not a graceful stop: nothing to keep)."""
+    server.start()  # type: ignore[attr-defined]
+    try:
+        _seed_all(server, manifest, charsets)
+        yield server
+    finally:
+        server.stop(graceful=False)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session")
 def orthanc(
     tmp_path_factory: pytest.TempPathFactory,
@@ -149,12 +159,7 @@ def orthanc(
         workdir=tmp_path_factory.mktemp("orthanc"),
         move_destinations=_destinations(move_destination),
     )
-    server.start()
-    try:
-        _seed_all(server, sample_manifest, charset_instances)
-        yield server
-    finally:
-        server.stop(graceful=False)
+    yield from _seeded(server, sample_manifest, charset_instances)
 
 
 @pytest.fixture(scope="session")
@@ -170,12 +175,7 @@ def dcmqrscp(
         workdir=tmp_path_factory.mktemp("dcmqrscp"),
         move_destinations=_destinations(move_destination),
     )
-    server.start()
-    try:
-        _seed_all(server, sample_manifest, charset_instances)
-        yield server
-    finally:
-        server.stop(graceful=False)
+    yield from _seeded(server, sample_manifest, charset_instances)
 
 
 @pytest.fixture(params=["orthanc", "dcmqrscp"])

@@ -195,6 +195,12 @@ class Retriever:
                 if expected <= set(got):
                     await cache.mark_series_complete(study, series, got)
 
+    async def collect(self, pacs: PacsClient, target: Target) -> list[InstanceData]:
+        """All of the target's instances (for metadata, frames, rendering: the files
+        are on disk or small, so a list is fine where a stream is not needed)."""
+        async with contextlib.aclosing(self.instances(pacs, target)) as items:
+            return [item async for item in items]
+
     async def cached(self, target: Target) -> list[InstanceData] | None:
         """The whole target from the cache, or None (then use ``instances``)."""
         async with contextlib.aclosing(self._cached(target)) as items:

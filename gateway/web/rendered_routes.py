@@ -7,7 +7,6 @@ frame while several images are ``multipart/related; type="image/jpeg"``.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -23,13 +22,12 @@ from gateway.dicom.render import (
 from gateway.services.errors import InvalidParameter, NotAcceptable, NotFound
 from gateway.services.instance_views import InstanceViews
 from gateway.services.rendering import cached_render, rendered_frame
-from gateway.services.retrieve import InstanceData, Retriever
+from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
 from gateway.web.accept import parse_accept, parse_accept_parameter
 from gateway.web.multipart import closing, content_type, new_boundary, part_header
-from gateway.web.qido_routes import pacs_for
 from gateway.web.wado_routes import read_instance, target_of
-from gateway.web.wado_views_routes import frame_numbers
+from gateway.web.wado_views_routes import frame_numbers, instances_of
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif")
 
@@ -78,20 +76,12 @@ def render_params(request: Request, *, thumbnail: bool = False) -> RenderParams:
     )
 
 
-async def _instances(request: Request) -> list[InstanceData]:
-    retriever: Retriever = request.app.state.retriever
-    async with contextlib.aclosing(
-        retriever.instances(pacs_for(request), target_of(request))
-    ) as items:
-        return [item async for item in items]
-
-
 async def _images(
     request: Request, params: RenderParams, frames: list[int] | None, only_one: bool
 ) -> list[bytes]:
     views: InstanceViews = request.app.state.views
     workers: Workers = request.app.state.workers
-    instances = await _instances(request)
+    instances = await instances_of(request, target_of(request))
     if only_one:
         instances = [instances[len(instances) // 2]]  # a representative: the middle one
     images: list[bytes] = []

@@ -8,8 +8,6 @@ PS3.18 9.4 (URI-01..03); anything ill-formed is 400 naming the parameter.
 
 from __future__ import annotations
 
-import contextlib
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -20,10 +18,10 @@ from gateway.services.errors import InvalidParameter, NotAcceptable, NotFound
 from gateway.services.instance_views import InstanceViews
 from gateway.services.qido_query import validate_uid
 from gateway.services.rendering import rendered_frame
-from gateway.services.retrieve import InstanceData, Retriever, Target
+from gateway.services.retrieve import Retriever, Target
 from gateway.services.workers import Workers
-from gateway.web.qido_routes import pacs_for
 from gateway.web.wado_routes import part10_in_syntax, read_instance
+from gateway.web.wado_views_routes import instances_of
 
 _DEFAULT_SYNTAX = "1.2.840.10008.1.2.1"
 
@@ -80,13 +78,6 @@ def _target(request: Request) -> Target:
     return Target(uids["studyUID"], uids["seriesUID"], uids["objectUID"])
 
 
-async def _instance(request: Request, target: Target) -> InstanceData:
-    retriever: Retriever = request.app.state.retriever
-    async with contextlib.aclosing(retriever.instances(pacs_for(request), target)) as items:
-        found = [item async for item in items]
-    return found[0]
-
-
 def _content_type(request: Request) -> str:
     value = (request.query_params.get("contentType") or "image/jpeg").split(",")[0].strip()
     value = value.split(";")[0].strip().lower()
@@ -110,7 +101,7 @@ async def wado(request: Request) -> Response:
         for name in ("frameNumber", "rows", "columns", "region", "windowCenter", "windowWidth"):
             if name in q:
                 raise InvalidParameter(name, "only applies to rendered images")
-        instance = await _instance(request, target)
+        instance = (await instances_of(request, target))[0]
         _actual, data = await part10_in_syntax(workers, instance, (syntax,))
         if anonymize:
             data = await workers.run(anonymize_part10, data)
@@ -128,7 +119,7 @@ async def wado(request: Request) -> Response:
     columns = _integer(request, "columns", 1)
     frame = _integer(request, "frameNumber", 1) or 1
     region = _region(request)
-    instance = await _instance(request, target)
+    instance = (await instances_of(request, target))[0]
     data = await read_instance(instance)
     views: InstanceViews = request.app.state.views
     parsed = views.parsed(instance, data)

@@ -7,7 +7,6 @@ requests then never touch the PACS.
 
 from __future__ import annotations
 
-import contextlib
 import re
 
 from starlette.requests import Request
@@ -28,17 +27,17 @@ from gateway.web.wado_routes import read_instance, target_of
 _FRAME_LIST = re.compile(r"[0-9]+(,[0-9]+)*")
 
 
-async def _instances(request: Request, target: Target) -> list[InstanceData]:
+async def instances_of(request: Request, target: Target) -> list[InstanceData]:
+    """Every instance the target names, through the retriever (and so the cache)."""
     retriever: Retriever = request.app.state.retriever
-    async with contextlib.aclosing(retriever.instances(pacs_for(request), target)) as items:
-        return [item async for item in items]
+    return await retriever.collect(pacs_for(request), target)
 
 
 async def metadata(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     views: InstanceViews = request.app.state.views
     objects = []
-    for instance in await _instances(request, target_of(request)):
+    for instance in await instances_of(request, target_of(request)):
         data = await read_instance(instance)
         objects.append(views.metadata(instance, data))
     body = views.with_base(metadata_array(objects), service_base_url(request, settings.public_url))
@@ -59,7 +58,7 @@ async def frames(request: Request) -> Response:
     views: InstanceViews = request.app.state.views
     workers: Workers = request.app.state.workers
     numbers = frame_numbers(request.path_params["frames"])
-    (instance,) = await _instances(request, target_of(request))
+    (instance,) = await instances_of(request, target_of(request))
     parsed = views.parsed(instance, await read_instance(instance))
     source = instance.transfer_syntax
     rep = negotiate_frames(
@@ -93,7 +92,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 async def bulkdata(request: Request) -> Response:
     """The exact bytes of one element; ``Range`` gives 206 with just that slice."""
     views: InstanceViews = request.app.state.views
-    (instance,) = await _instances(request, target_of(request))
+    (instance,) = await instances_of(request, target_of(request))
     parsed = views.parsed(instance, await read_instance(instance))
     value = views.bulk(parsed, request.path_params["path"])
     accept = (request.headers.get("accept") or "").lower()
