@@ -1,5 +1,5 @@
 # Developer and CI entry points.
-#   make test   installs what is missing (Orthanc, DCMTK via apt-get; .venv with
+#   make test   installs what is missing (Orthanc, DCMTK, Chromium, Node via apt-get; .venv with
 #               the test extras), then runs the test suite. The README's test command.
 #   make lint   ruff check, ruff format --check, mypy --strict gateway
 #   make bench  benchmarks under tests/bench (side by side with DCMTK/Orthanc)
@@ -14,10 +14,11 @@ SUDO    = $(if $(filter 0,$(shell id -u)),,sudo)
 # The PACS the tests run against; apt-get only when one is missing.
 system-deps:
 	@if ! command -v dcmqrscp >/dev/null 2>&1 || ! test -x /usr/sbin/Orthanc \
-	    || ! test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so; then \
+	    || ! test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+	    || ! test -x /usr/bin/chromium || ! command -v npm >/dev/null 2>&1; then \
 	  $(SUDO) apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends --no-upgrade \
-	    orthanc orthanc-dicomweb dcmtk; \
+	    orthanc orthanc-dicomweb dcmtk chromium $$(command -v npm >/dev/null 2>&1 || echo nodejs npm); \
 	fi
 
 $(VENV)/.installed: pyproject.toml
