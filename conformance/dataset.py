@@ -28,9 +28,9 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
-    PYDICOM_IMPLEMENTATION_UID,
     RLELossless,
 )
 

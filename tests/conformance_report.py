@@ -75,9 +75,9 @@ def collect(workdir: Path) -> list[dict[str, Any]]:
             reports.append(run_suite(args, workdir / "gw-orthanc.json", "gateway + Orthanc"))
         with orthanc_dicomweb_target(orthanc) as args:
             reports.append(run_suite(args, workdir / "orthanc.json", "Orthanc DICOMweb plugin"))
-    with _started(DcmqrscpServer(workdir=workdir / "dcmqrscp")) as dcmqrscp:
-        with gateway_target(dcmqrscp, "dcmqrscp") as args:
-            reports.append(run_suite(args, workdir / "gw-dcmqrscp.json", "gateway + dcmqrscp"))
+    dcmqrscp = DcmqrscpServer(workdir=workdir / "dcmqrscp")
+    with _started(dcmqrscp), gateway_target(dcmqrscp, "dcmqrscp") as args:
+        reports.append(run_suite(args, workdir / "gw-dcmqrscp.json", "gateway + dcmqrscp"))
     return reports
 
 
