@@ -3,13 +3,14 @@
 #               the test extras), then runs the test suite. The README's test command.
 #   make lint   ruff check, ruff format --check, mypy --strict gateway
 #   make bench  benchmarks under tests/bench (side by side with DCMTK/Orthanc)
+#   make conformance-report  regenerates docs/conformance.md (gateway vs Orthanc's plugin)
 # PY is the virtualenv's python when .venv exists, else the system python3.
 VENV   ?= .venv
 PYTHON ?= python3
 PY      = $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,$(PYTHON))
 SUDO    = $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install system-deps test lint bench demo
+.PHONY: install system-deps test lint bench demo conformance-report
 
 # The PACS the tests run against; apt-get only when one is missing.
 system-deps:
@@ -43,3 +44,8 @@ bench: system-deps install
 
 demo: install
 	$(VENV)/bin/dicomweb-gateway demo
+
+# The conformance suite against the gateway (in front of Orthanc and dcmqrscp)
+# and against Orthanc's own DICOMweb plugin, side by side.
+conformance-report: system-deps install
+	$(PY) -m tests.conformance_report --out docs/conformance.md
