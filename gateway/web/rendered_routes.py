@@ -8,6 +8,7 @@ frame while several images are ``multipart/related; type="image/jpeg"``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.dicom.render import (
     RenderParams,
+    Viewport,
     parse_quality,
     parse_viewport,
     parse_window,
@@ -51,7 +53,10 @@ def _media_type(request: Request) -> str:
     raise NotAcceptable("rendered images are image/jpeg, image/png or image/gif")
 
 
-def _parse(request: Request, name: str, parser: Callable[[str], object]) -> object | None:
+_T = TypeVar("_T")
+
+
+def _parse(request: Request, name: str, parser: Callable[[str], _T]) -> _T | None:
     value = request.query_params.get(name)
     if value is None:
         return None
@@ -65,13 +70,17 @@ def render_params(request: Request, *, thumbnail: bool = False) -> RenderParams:
     """REND-03/04 (REND-05: a thumbnail takes only a viewport)."""
     viewport = _parse(request, "viewport", parse_viewport)
     if thumbnail:
-        return RenderParams(viewport=viewport, media_type=_media_type(request))  # type: ignore[arg-type]
+        # PS3.18 8.3.5.1.3 gives thumbnails only vw,vh: a source region is ignored
+        # (not refused), like every other parameter a thumbnail does not take.
+        if viewport is not None:
+            viewport = Viewport(viewport.vw, viewport.vh)
+        return RenderParams(viewport=viewport, media_type=_media_type(request))
     window = _parse(request, "window", parse_window)
     quality = _parse(request, "quality", parse_quality)
     return RenderParams(
-        window=window,  # type: ignore[arg-type]
-        viewport=viewport,  # type: ignore[arg-type]
-        quality=quality if quality is not None else 90,  # type: ignore[arg-type]
+        window=window,
+        viewport=viewport,
+        quality=quality if quality is not None else 90,
         media_type=_media_type(request),
     )
 
