@@ -768,5 +768,7 @@ def test_compressed_instance_uploaded_to_orthanc(tmp_orthanc: OrthancServer) -> 
         assert [p.content for p in parts] == [want[count - 1].tobytes(), want[0].tobytes()]
         assert_json_error(get(url + f"/frames/{count + 1}"), 404)
         (obj,) = metadata(url + "/metadata")
+        # PS3.18 8.7.3.3: bulk data without a transfer syntax is Explicit VR LE,
+        # so encapsulated Pixel Data comes decoded, frame after frame.
         (bulk,) = multipart_parts(get(obj[PIXEL_DATA]["BulkDataURI"]), OCTET)
-        assert bulk.content == original.PixelData
+        assert bulk.content == want.tobytes()
