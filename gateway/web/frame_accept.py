@@ -30,6 +30,10 @@ MEDIA_DEFAULT_SYNTAX = {
 }
 
 
+# Pre-registration names some clients still send (dicomweb-client's docs list them).
+_ALIASES = {"image/x-jls": "image/jls", "image/x-dicom-rle": "image/dicom-rle"}
+
+
 @dataclass(frozen=True)
 class FrameRepresentation:
     media_type: str
@@ -37,15 +41,25 @@ class FrameRepresentation:
 
 
 def _inner(media: MediaRange) -> tuple[str, str | None] | None:
+    """(frame media type, transfer syntax or None) the range asks for; None for
+    a range no frame can satisfy (skipped, so nothing acceptable is a 406)."""
     kind = f"{media.type}/{media.subtype}"
     syntax = media.params.get("transfer-syntax")
     if kind == "multipart/related":
-        return media.params.get("type", OCTET).lower(), syntax
+        kind = media.params.get("type", OCTET).strip().lower()
+    kind = _ALIASES.get(kind, kind)
     if kind in ("*/*", "multipart/*"):
-        return OCTET, syntax
-    if kind == OCTET or kind in MEDIA_DEFAULT_SYNTAX or kind == "image/*":
-        return kind, syntax
-    return None
+        kind = OCTET
+    if kind not in MEDIA_DEFAULT_SYNTAX and kind not in (OCTET, "image/*"):
+        return None
+    if syntax and syntax != "*" and kind in MEDIA_DEFAULT_SYNTAX:
+        # A compressed media type only carries its own syntaxes (Table 8.7.3-5).
+        try:
+            if frame_media_type(syntax) != kind:
+                return None
+        except ValueError:
+            return None
+    return kind, syntax
 
 
 def negotiate_frames(

@@ -124,10 +124,20 @@ async def bulkdata(request: Request) -> Response:
         value = views.bulk(parsed, path)
     accept = (request.headers.get("accept") or "").lower()
     range_header = request.headers.get("range")
-    if range_header or (
-        accept.startswith("application/octet-stream") and "multipart" not in accept
-    ):
-        return _single(value, range_header)
+    # Multipart is the default; a single body when asked for octet-stream, or for
+    # a Range without a multipart Accept (curl, browsers).
+    multipart = "multipart" in accept or not (
+        range_header or accept.startswith("application/octet-stream")
+    )
+    span: tuple[int, int] | None = None
+    if range_header:
+        span = _byte_range(len(value), range_header)
+        if span is None:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{len(value)}"})
+    if not multipart:
+        return _single(value, span)
+    # A Range with a multipart Accept (dicomweb-client's retrieve_bulkdata) gets
+    # the slice as the one part, 206, with Content-Range on the part.
     boundary = new_boundary()
     # PS3.18 10.4.3.3.5: a bulk data part names its BulkDataURI in Content-Location.
     location = (
@@ -135,31 +145,45 @@ async def bulkdata(request: Request) -> Response:
         f"/series/{instance.series_uid}/instances/{instance.sop_instance_uid}/bulk/{path}"
     )
     headers = {"Content-Type": "application/octet-stream", "Content-Location": location}
+    status = 200
+    if span is not None:
+        headers["Content-Range"] = f"bytes {span[0]}-{span[1]}/{len(value)}"
+        value, status = value[span[0] : span[1] + 1], 206
     body = b"".join((part_header(boundary, headers), value, b"\r\n", closing(boundary)))
     return Response(
-        body, headers={"Content-Type": content_type(boundary, "application/octet-stream")}
+        body,
+        status_code=status,
+        headers={
+            "Content-Type": content_type(boundary, "application/octet-stream"),
+            "Accept-Ranges": "bytes",
+        },
     )
 
 
-def _single(value: memoryview, range_header: str | None) -> Response:
-    size = len(value)
-    if not range_header:
-        return Response(
-            bytes(value), media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
-        )
-    m = _RANGE.fullmatch(range_header.strip())
+def _byte_range(size: int, header: str) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``a-`` / ``-n`` as (first, last) within ``size``; None: unsatisfiable."""
+    m = _RANGE.fullmatch(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        return None
     if m.group(1):
         start = int(m.group(1))
         end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
     else:
         start, end = max(size - int(m.group(2)), 0), size - 1
     if start >= size or start > end:
-        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        return None
+    return start, end
+
+
+def _single(value: memoryview, span: tuple[int, int] | None) -> Response:
+    if span is None:
+        return Response(
+            bytes(value), media_type="application/octet-stream", headers={"Accept-Ranges": "bytes"}
+        )
+    start, end = span
     return Response(
         bytes(value[start : end + 1]),
         status_code=206,
         media_type="application/octet-stream",
-        headers={"Content-Range": f"bytes {start}-{end}/{size}", "Accept-Ranges": "bytes"},
+        headers={"Content-Range": f"bytes {start}-{end}/{len(value)}", "Accept-Ranges": "bytes"},
     )

@@ -474,6 +474,13 @@ def test_bulk_data_ranges(gw: GatewayServer, seeded: Seeded) -> None:
         r = get(url, OCTET, headers={"Range": header})
         assert r.status_code == 416, (header, r.status_code)
         assert r.headers["Content-Range"] == f"bytes */{size}"
+    # A multipart Accept (dicomweb-client's retrieve_bulkdata) keeps multipart: one part, 206.
+    r = get(url, f'multipart/related; type="{OCTET}"', headers={"Range": "bytes=100-1123"})
+    assert r.status_code == 206, r.status_code
+    assert r.headers["Content-Type"].startswith("multipart/related"), r.headers
+    head, _, rest = r.content.partition(b"\r\n\r\n")
+    assert b"Content-Range: bytes 100-1123/" + str(size).encode() in head, head
+    assert rest.startswith(raw[100:1124]) and rest[1024:1026] == b"\r\n"
 
 
 # --------------------------------------------------------------------------- WADO-07
