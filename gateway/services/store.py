@@ -70,7 +70,8 @@ class StowResult:
 
     def to_json(self) -> dict[str, Any]:
         """The response data set in the DICOM JSON model (PS3.18 Annex I)."""
-        out: dict[str, Any] = {}
+        # RetrieveURL is Type 2 (Table I.1-1): empty when no single study was stored.
+        out: dict[str, Any] = {"00081190": {"vr": "UR"}}
         if self.study_url:
             out["00081190"] = {"vr": "UR", "Value": [self.study_url]}
         if self.failed:
