@@ -15,6 +15,7 @@ import sys
 
 from gateway import __version__
 from gateway.config import SETTINGS_HELP, ConfigError, PacsConfig, Settings, load_settings
+from gateway.logging_setup import configure_logging
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -76,13 +77,6 @@ def _settings(args: argparse.Namespace, pacs: tuple[PacsConfig, ...] | None = No
     )
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 async def _serve(settings: Settings, banner: str = "") -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -91,7 +85,9 @@ async def _serve(settings: Settings, banner: str = "") -> None:
 
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
-    config.accesslog = None
+    config.accesslog = None  # the gateway logs one access line itself (gateway.access)
+    # Hypercorn's own messages through our handler (same format, JSON included).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -151,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            _configure_logging(args.log_level or "INFO")
+            configure_logging(args.log_level or "INFO", _settings(args).log_format)
             logging.getLogger("pynetdicom").setLevel(logging.WARNING)
             return _demo(args)
         settings = _settings(args)
-        _configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         if not settings.pacs:
             print("no PACS configured: use --pacs AET@HOST:PORT, DICOMWEB_GATEWAY_PACS or --config")
             return 2

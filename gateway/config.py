@@ -21,6 +21,8 @@ from typing import Any, Literal
 ENV_PREFIX = "DICOMWEB_GATEWAY_"
 
 _AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, <= 16
+# RFC 6454 serialized origin: scheme "://" host [":" port], nothing after.
+_ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
 
 
 class ConfigError(ValueError):
@@ -77,6 +79,12 @@ class Settings:
     cache_fsync: bool = False
     metadata_bulk_threshold: int = 1024
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_phi: bool = False
+    progress_log_seconds: float = 10.0
+    cors_origins: tuple[str, ...] = ()
+    cors_max_age: int = 600
+    cross_origin_isolation: bool = False
 
     def pacs_named(self, name: str | None) -> PacsConfig | None:
         """The PACS with that name or AE title, or the first one for None."""
@@ -131,12 +139,29 @@ SETTINGS_HELP: dict[str, str] = {
     "metadata_bulk_threshold": "In /metadata, binary values longer than this many bytes "
     "are given as BulkDataURI instead of InlineBinary (Pixel Data always is).",
     "log_level": "Logging level (DEBUG, INFO, WARNING, ERROR).",
+    "log_format": "text (one line per record) or json (one JSON object per line: ts, level, "
+    "logger, msg, request_id and the record's extra fields).",
+    "log_phi": "Log the full path and query string of each request in the access log (query "
+    "values carry PatientName/PatientID); off = only the route template.",
+    "progress_log_seconds": "While a C-GET/C-MOVE runs, log its progress (instances, MB, "
+    "MB/s) every this many seconds; 0 = never.",
+    "cors_origins": "Origins allowed to call the gateway from a browser (CORS), comma-"
+    "separated in env (a list in TOML), e.g. https://viewer.example.org; * = any; "
+    "empty = CORS off.",
+    "cors_max_age": "Seconds a browser may cache a CORS preflight answer (Access-Control-Max-Age).",
+    "cross_origin_isolation": "Send Cross-Origin-Opener-Policy: same-origin, "
+    "Cross-Origin-Embedder-Policy: require-corp and Cross-Origin-Resource-Policy: "
+    "cross-origin on every response (viewers that need SharedArrayBuffer).",
 }
 
 
 def _coerce(name: str, raw: Any, default: Any) -> Any:
     """Turn a TOML or environment value into the type of the default."""
     try:
+        if isinstance(default, tuple):
+            # A list in TOML, comma-separated in the environment (like pacs).
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(str(item).strip() for item in items if str(item).strip())
         if isinstance(default, bool):
             if isinstance(raw, bool):
                 return raw
@@ -244,6 +269,18 @@ def validate(s: Settings) -> None:
     for name in ("connect_timeout", "accept_timeout", "dimse_timeout", "network_timeout"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name}: must be > 0")
+    if s.log_format not in ("text", "json"):
+        raise ConfigError("log_format: must be text or json")
+    if s.progress_log_seconds < 0:
+        raise ConfigError("progress_log_seconds: must be >= 0 (0 = off)")
+    if s.cors_max_age < 0:
+        raise ConfigError("cors_max_age: must be >= 0")
+    for origin in s.cors_origins:
+        if origin != "*" and (not _ORIGIN_RE.match(origin) or origin != origin.lower()):
+            raise ConfigError(
+                f"cors_origins: {origin!r} is not an origin (scheme://host[:port], "
+                "lower case, no path) or *"
+            )
 
 
 def settings_table() -> str:
@@ -251,7 +288,9 @@ def settings_table() -> str:
     defaults = Settings()
     rows = ["| setting | environment variable | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
-        default = "(none)" if f.name == "pacs" else getattr(defaults, f.name)
+        default = getattr(defaults, f.name)
+        if default == ():
+            default = "(none)"
         env = ENV_PREFIX + f.name.upper()
         rows.append(f"| `{f.name}` | `{env}` | `{default}` | {SETTINGS_HELP[f.name]} |")
     return "\n".join(rows)

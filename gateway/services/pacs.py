@@ -5,15 +5,20 @@ Routes never see a ``DimseError``: every DIMSE failure leaves this module as a
 unreachable, refused or aborted -> 502; refused for now, backing off or every
 pooled association busy -> 503;
 timeout -> 504; C-FIND A700 (out of resources) -> 503, other failures -> 502.
+
+Every operation is also counted and timed here (``DimseMetrics``), since every
+one of them passes through ``PacsClient``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -32,13 +37,15 @@ from gateway.dimse.errors import (
     StatusError,
 )
 from gateway.dimse.findscu import FindMatch, FindOperation
-from gateway.dimse.getscu import GetOperation, RetrievedInstance, retrieve_profile
+from gateway.dimse.getscu import GetOperation, RetrievedInstance, SubOperations, retrieve_profile
+from gateway.dimse.messages import status_category
 from gateway.dimse.move_mediator import MoveMediator
 from gateway.dimse.movescu import RETRIEVE_BY_MOVE, MoveOperation
 from gateway.dimse.pool import AssociationPool, PoolSettings
 from gateway.dimse.requestor import Association, Peer, Timeouts
 from gateway.dimse.storescp import StoreSCP
 from gateway.dimse.storescu import c_store, store_profile
+from gateway.metrics import Registry, Sample
 from gateway.services.errors import GatewayError, PacsBusy, PacsFailed, PacsTimeout
 
 
@@ -75,15 +82,90 @@ class StoreOutcome:
     converted: bool
 
 
+class DimseMetrics:
+    """``dicomweb_dimse_operations_total`` and ``..._duration_seconds`` on a registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.operations = registry.counter(
+            "dicomweb_dimse_operations_total",
+            "DIMSE operations by PACS, operation (C-ECHO, C-FIND, C-GET, C-MOVE, C-STORE) and "
+            "outcome: success, warning, failure (a failure status), cancel (C-CANCEL sent or "
+            "the client went away), error (refused, aborted, unreachable), timeout.",
+            ("pacs", "operation", "status"),
+        )
+        self.duration = registry.histogram(
+            "dicomweb_dimse_operation_duration_seconds",
+            "Seconds from asking the pool for an association to the operation's end.",
+            ("pacs", "operation"),
+        )
+
+    def record(self, pacs: str, operation: str, status: str, seconds: float) -> None:
+        self.operations.inc(pacs, operation, status)
+        self.duration.observe(seconds, pacs, operation)
+
+
+class _Measured:
+    """``with client._measure("C-FIND") as m:`` times the block and records its
+    outcome: the category of ``m.final_status`` (or of ``m.op.final_status``)
+    when it ends normally, else what the exception says."""
+
+    __slots__ = ("_metrics", "_operation", "_pacs", "_start", "final_status", "op")
+
+    def __init__(self, metrics: DimseMetrics | None, pacs: str, operation: str) -> None:
+        self._metrics = metrics
+        self._pacs = pacs
+        self._operation = operation
+        self._start = 0.0
+        self.final_status: int | None = None
+        self.op: FindOperation | GetOperation | MoveOperation | None = None
+
+    def __enter__(self) -> _Measured:
+        self._start = time.perf_counter()
+        return self
+
+    def _final(self) -> int | None:
+        return self.op.final_status if self.op is not None else self.final_status
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._metrics is None:
+            return
+        final = self._final()
+        if exc_type is None:
+            status = "success" if final is None else status_category(final)
+        elif issubclass(exc_type, GeneratorExit):
+            # The consumer stopped early: C-CANCEL was sent unless the final response
+            # had already come (then its status stands).
+            status = "cancel" if final is None else status_category(final)
+        elif issubclass(exc_type, asyncio.CancelledError):
+            status = "cancel"
+        elif issubclass(exc_type, DimseTimeout):
+            status = "timeout"
+        elif isinstance(exc, StatusError):
+            status = status_category(exc.status)
+        else:
+            status = "error"
+        self._metrics.record(self._pacs, self._operation, status, time.perf_counter() - self._start)
+
+
 class PacsClient:
     """One configured PACS, reached over pooled associations."""
 
     def __init__(
-        self, config: PacsConfig, settings: Settings, mediator: MoveMediator | None = None
+        self,
+        config: PacsConfig,
+        settings: Settings,
+        mediator: MoveMediator | None = None,
+        metrics: DimseMetrics | None = None,
     ) -> None:
         self.config = config
         self.mediator = mediator
         self.settings = settings
+        self.metrics = metrics
         self.timeouts = Timeouts(
             connect=settings.connect_timeout,
             accept=settings.accept_timeout,
@@ -113,9 +195,13 @@ class PacsClient:
         except DimseError as exc:
             raise translate(exc, self.config.aet, self.settings.pool_backoff_seconds) from exc
 
+    def _measure(self, operation: str) -> _Measured:
+        """Use inside ``_errors``: it must see the DimseError, not the service error."""
+        return _Measured(self.metrics, self.config.name, operation)
+
     async def echo(self) -> float:
         """C-ECHO on a pooled association; returns the round trip in seconds."""
-        with self._errors():
+        with self._errors(), self._measure("C-ECHO"):
             async with self.pool.acquire(contexts.QUERY) as assoc:
                 start = time.perf_counter()
                 await c_echo(assoc, self.timeouts.dimse)
@@ -129,11 +215,12 @@ class PacsClient:
         ``identifier`` encodes the query for the negotiated transfer syntax.
         """
         sop_class = contexts.PATIENT_ROOT_FIND if patient_root else contexts.STUDY_ROOT_FIND
-        with self._errors():
+        with self._errors(), self._measure("C-FIND") as measured:
             async with (
                 self.pool.acquire(contexts.QUERY) as assoc,
                 FindOperation(assoc, sop_class, identifier, timeout=self.timeouts.dimse) as op,
             ):
+                measured.op = op
                 async for match in op:
                     yield match
 
@@ -143,13 +230,17 @@ class PacsClient:
         sop_classes: Iterable[str] | None,
         *,
         eager_ack: bool = False,
+        watch: Callable[[SubOperations], None] | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
-        """Stream a C-GET's instances; closing the iterator early cancels the retrieve."""
+        """Stream a C-GET's instances; closing the iterator early cancels the retrieve.
+
+        ``watch`` is given the operation's live sub-operation counts when it starts
+        (for progress reports)."""
 
         def operation(assoc: Association) -> GetOperation:
             return GetOperation(assoc, identifier, timeout=self.timeouts.dimse, eager_ack=eager_ack)
 
-        return self._retrieve("C-GET", retrieve_profile(sop_classes), operation)
+        return self._retrieve("C-GET", retrieve_profile(sop_classes), operation, watch)
 
     def move(
         self,
@@ -157,8 +248,11 @@ class PacsClient:
         study_uid: str,
         series_uid: str | None = None,
         sop_uid: str | None = None,
+        *,
+        watch: Callable[[SubOperations], None] | None = None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
-        """Stream a C-MOVE to our own C-STORE SCP; closing early cancels it."""
+        """Stream a C-MOVE to our own C-STORE SCP; closing early cancels it (``watch``
+        as for ``get``)."""
         mediator = self.mediator
         if mediator is None:
             raise PacsFailed(f"PACS {self.config.aet}: C-MOVE needs the gateway's C-STORE SCP")
@@ -175,16 +269,20 @@ class PacsClient:
                 sop_uid=sop_uid,
             )
 
-        return self._retrieve("C-MOVE", RETRIEVE_BY_MOVE, operation)
+        return self._retrieve("C-MOVE", RETRIEVE_BY_MOVE, operation, watch)
 
     async def _retrieve(
         self,
         name: str,
         profile: ContextProfile,
         operation: Callable[[Association], GetOperation | MoveOperation],
+        watch: Callable[[SubOperations], None] | None,
     ) -> AsyncGenerator[RetrievedInstance, None]:
-        with self._errors():
+        with self._errors(), self._measure(name) as measured:
             async with self.pool.acquire(profile) as assoc, operation(assoc) as op:
+                measured.op = op
+                if watch is not None:
+                    watch(op.counts)
                 async for instance in op:
                     yield instance
             if op.counts.failed:
@@ -209,7 +307,7 @@ class PacsClient:
         refuses its own syntax (then ``converted`` is set: a warning for the client).
         """
         profile = store_profile(sop_class_uid, transfer_syntax)
-        with self._errors():
+        with self._errors(), self._measure("C-STORE") as measured:
             try:
                 async with self.pool.acquire(profile) as assoc:
                     converted = False
@@ -231,6 +329,7 @@ class PacsClient:
                         dataset,
                         timeout=self.timeouts.dimse,
                     )
+                    measured.final_status = rsp.status
                     return StoreOutcome(rsp.status, rsp.comment, converted)
             except NoAcceptableContext as exc:
                 raise StoreRefused(
@@ -250,7 +349,7 @@ class PacsDirectory:
     waiting requests (``start``/``close`` in the app's lifespan).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Registry | None = None) -> None:
         self.mediator: MoveMediator | None = None
         self.store_scp: StoreSCP | None = None
         if any(p.retrieve_method == "move" for p in settings.pacs):
@@ -261,7 +360,23 @@ class PacsDirectory:
                 settings.store_scp_port,
                 self.mediator.handle_store,
             )
-        self.clients = [PacsClient(p, settings, self.mediator) for p in settings.pacs]
+        dimse_metrics = DimseMetrics(metrics) if metrics is not None else None
+        self.clients = [
+            PacsClient(p, settings, self.mediator, dimse_metrics) for p in settings.pacs
+        ]
+        if metrics is not None:
+            metrics.callback(
+                "dicomweb_pool_associations",
+                "Associations to each PACS: open (idle plus in use) and in_use (lent to an "
+                "operation), read when scraped.",
+                ("pacs", "state"),
+                self._pool_sizes,
+            )
+
+    def _pool_sizes(self) -> Iterator[Sample]:
+        for client in self.clients:
+            yield (client.name, "open"), float(client.pool.size)
+            yield (client.name, "in_use"), float(client.pool.in_use)
 
     async def start(self) -> None:
         if self.store_scp is not None:

@@ -10,15 +10,24 @@ the C-GET proposes storage contexts for exactly those.
 
 When the cache cannot take writes (disk full, read-only), requests are served
 straight from the PACS, each on its own retrieve.
+
+Observability: the Retriever is where "from the cache or from the PACS" is
+decided, so it counts ``dicomweb_cache_hits_total`` / ``_misses_total`` (once
+per request and target), and a retrieve that runs longer than
+``progress_log_seconds`` logs a progress line at that interval.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset
 
@@ -27,7 +36,9 @@ from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
 from gateway.dicom.file_meta import file_meta
 from gateway.dicom.identity import identity_of
-from gateway.dimse.getscu import RetrievedInstance
+from gateway.dimse.getscu import RetrievedInstance, SubOperations
+from gateway.logging_setup import request_id
+from gateway.metrics import Registry
 from gateway.services.errors import NotFound
 from gateway.services.pacs import PacsClient
 
@@ -140,12 +151,135 @@ def _identity(instance: RetrievedInstance) -> tuple[str, str]:
     return ident.study_instance_uid, ident.series_instance_uid
 
 
+class RetrieveProgress:
+    """Counts what a C-GET/C-MOVE delivered and, every ``every`` seconds while it
+    runs, logs a line: instances received / expected, MB (10^6 bytes of data
+    sets), MB/s. Expected comes from the sub-operation counts of the last
+    C-GET/C-MOVE-RSP, else from the C-FIND that preceded the retrieve."""
+
+    def __init__(self, pacs: str, target: Target, found: int) -> None:
+        self.pacs = pacs
+        self.target = target
+        self.found = found
+        self.counts: SubOperations | None = None
+        self.instances = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self.reported = False
+        self._task: asyncio.Task[None] | None = None
+
+    def watch(self, counts: SubOperations) -> None:
+        self.counts = counts
+
+    def received(self, size: int) -> None:
+        self.instances += 1
+        self.bytes += size
+
+    @property
+    def expected(self) -> int:
+        c = self.counts
+        total = 0 if c is None else c.completed + c.failed + c.warning + c.remaining
+        return total or self.found
+
+    def log(self, done: bool = False) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        mb = self.bytes / 1e6
+        extra: dict[str, Any] = {
+            "pacs": self.pacs,
+            "study_uid": self.target.study_uid,
+            "series_uid": self.target.series_uid,
+            "sop_uid": self.target.sop_uid,
+            "received": self.instances,
+            "expected": self.expected,
+            "mbytes": round(mb, 3),
+            "mbytes_per_s": round(mb / elapsed, 3),
+            "seconds": round(elapsed, 3),
+            "done": done,
+        }
+        log.info(
+            "retrieve of %s from %s %s: %d/%d instances, %.1f MB, %.1f MB/s",
+            self.target.describe(),
+            self.pacs,
+            f"done in {elapsed:.1f} s" if done else "running",
+            self.instances,
+            self.expected,
+            mb,
+            mb / elapsed,
+            extra=extra,
+        )
+
+    async def _every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.reported = True
+            self.log()
+
+    def start(self, every: float) -> None:
+        if every > 0:
+            self._task = asyncio.get_running_loop().create_task(self._every(every))
+
+    def stop(self, finished: bool) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        if finished and self.reported:
+            self.log(done=True)  # a long retrieve says when it ended
+
+
+#: The target this request already counted as a cache hit (with the request id, in
+#: case a server ran two requests in one context): a route that looks at ``cached``
+#: and then streams ``instances`` is one hit, not two.
+_counted_hit: ContextVar[tuple[str | None, Target] | None] = ContextVar(
+    "retriever_counted_hit", default=None
+)
+
+
 class Retriever:
     """Instances for WADO-RS, through the cache; one per app (created in the lifespan)."""
 
-    def __init__(self, cache: InstanceCache | None) -> None:
+    def __init__(
+        self,
+        cache: InstanceCache | None,
+        *,
+        metrics: Registry | None = None,
+        progress_log_seconds: float = 0.0,
+    ) -> None:
         self.cache = cache
+        self.progress_log_seconds = progress_log_seconds
         self._flights: StreamFlight[tuple[str, str, str], InstanceData] = StreamFlight()
+        registry = metrics if metrics is not None else Registry()  # unread when not given
+        self._hits = registry.counter(
+            "dicomweb_cache_hits_total",
+            "WADO requests (any resource that needs instances) answered from the cache.",
+        )
+        self._misses = registry.counter(
+            "dicomweb_cache_misses_total",
+            "WADO requests the cache could not answer whole, so the PACS was asked.",
+        )
+        if metrics is not None and cache is not None:
+            metrics.callback(
+                "dicomweb_cache_bytes",
+                "Bytes the instance cache holds (its eviction estimate).",
+                (),
+                lambda: [((), float(cache.stats.bytes))],
+            )
+            metrics.callback(
+                "dicomweb_cache_evictions_total",
+                "Instances evicted from the cache (budget, or gone from the PACS).",
+                (),
+                lambda: [((), float(cache.stats.evictions))],
+                kind="counter",
+            )
+
+    def _count_hit(self, target: Target) -> None:
+        key = (request_id.get(), target)
+        if _counted_hit.get() != key:
+            _counted_hit.set(key)
+            self._hits.inc()
+
+    def _count_miss(self) -> None:
+        if self.cache is not None:
+            self._misses.inc()
 
     async def _from_pacs(
         self, pacs: PacsClient, target: Target, sops: list[str], classes: set[str] | None
@@ -154,46 +288,68 @@ class Retriever:
         identifier = _identifier(target, target.level)
         by_series: dict[tuple[str, str], list[str]] = {}
         cache = self.cache
+        progress = RetrieveProgress(pacs.name, target, len(sops))
         if pacs.config.retrieve_method == "move":
             source = pacs.move(
-                _encoder(identifier), target.study_uid, target.series_uid, target.sop_uid
+                _encoder(identifier),
+                target.study_uid,
+                target.series_uid,
+                target.sop_uid,
+                watch=progress.watch,
             )
         else:
             # Into the cache: acknowledge each instance at once (see getscu).
             eager = cache is not None and cache.writable
-            source = pacs.get(_encoder(identifier), classes, eager_ack=eager)
-        async with contextlib.aclosing(source) as instances:
-            async for instance in instances:
-                study, series = _identity(instance)
-                study = study or target.study_uid
-                series = series or target.series_uid or ""
-                meta = file_meta(
-                    instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax
-                )
-                data = None
-                if cache is not None and cache.writable:
-                    async with cache.open_writer(
-                        study, series, instance.sop_instance_uid, instance.transfer_syntax
-                    ) as writer:
-                        cached = await writer.write_and_commit(meta, instance.dataset)
-                    if cached is not None:
-                        data = InstanceData.from_cache(cached, instance.sop_class_uid)
-                if data is None:
-                    data = InstanceData(
-                        study,
-                        series,
-                        instance.sop_class_uid,
-                        instance.sop_instance_uid,
-                        instance.transfer_syntax,
-                        part10=meta + instance.dataset,
-                    )
-                by_series.setdefault((study, series), []).append(instance.sop_instance_uid)
-                yield data
+            source = pacs.get(_encoder(identifier), classes, eager_ack=eager, watch=progress.watch)
+        progress.start(self.progress_log_seconds)
+        finished = False
+        try:
+            async with contextlib.aclosing(source) as instances:
+                async for instance in instances:
+                    progress.received(len(instance.dataset))
+                    yield await self._keep(cache, target, instance, by_series)
+            finished = True
+        finally:
+            progress.stop(finished)
         if cache is not None and target.level != "IMAGE":
             for (study, series), got in by_series.items():
                 expected = {s for s in sops} if target.level == "SERIES" else set(got)
                 if expected <= set(got):
                     await cache.mark_series_complete(study, series, got)
+
+    @staticmethod
+    async def _keep(
+        cache: InstanceCache | None,
+        target: Target,
+        instance: RetrievedInstance,
+        by_series: dict[tuple[str, str], list[str]],
+    ) -> InstanceData:
+        """One retrieved instance, written to the cache when it takes writes."""
+        study, series = _identity(instance)
+        study = study or target.study_uid
+        series = series or target.series_uid or ""
+        meta = file_meta(
+            instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax
+        )
+        data = None
+        if cache is not None and cache.writable:
+            async with cache.open_writer(
+                study, series, instance.sop_instance_uid, instance.transfer_syntax
+            ) as writer:
+                cached = await writer.write_and_commit(meta, instance.dataset)
+            if cached is not None:
+                data = InstanceData.from_cache(cached, instance.sop_class_uid)
+        if data is None:
+            data = InstanceData(
+                study,
+                series,
+                instance.sop_class_uid,
+                instance.sop_instance_uid,
+                instance.transfer_syntax,
+                part10=meta + instance.dataset,
+            )
+        by_series.setdefault((study, series), []).append(instance.sop_instance_uid)
+        return data
 
     async def collect(self, pacs: PacsClient, target: Target) -> list[InstanceData]:
         """All of the target's instances (for metadata, frames, rendering: the files
@@ -203,6 +359,12 @@ class Retriever:
 
     async def cached(self, target: Target) -> list[InstanceData] | None:
         """The whole target from the cache, or None (then use ``instances``)."""
+        found = await self._lookup(target)
+        if found is not None:
+            self._count_hit(target)
+        return found
+
+    async def _lookup(self, target: Target) -> list[InstanceData] | None:
         async with contextlib.aclosing(self._cached(target)) as items:
             found = [item async for item in items]
         return found or None
@@ -232,17 +394,20 @@ class Retriever:
     ) -> AsyncGenerator[InstanceData, None]:
         """The target's instances; NotFound if there are none."""
         cache = self.cache
-        hit = await self.cached(target)
+        hit = await self._lookup(target)
         if hit is None:
             sops, classes = await instance_classes(pacs, target)
             if not sops:
+                self._count_miss()
                 raise NotFound(f"no {target.describe()} in the PACS")
             # Another request may have completed the same retrieve during our C-FIND.
-            hit = await self.cached(target)
+            hit = await self._lookup(target)
         if hit is not None:
+            self._count_hit(target)
             for entry in hit:
                 yield entry
             return
+        self._count_miss()
 
         def produce() -> AsyncGenerator[InstanceData, None]:
             return self._from_pacs(pacs, target, sops, classes)

@@ -2,7 +2,8 @@
 
 Everything with a lifetime (the PACS pools) is created and closed in the
 lifespan and hangs off ``app.state``: no module-level state, so several apps
-(tests, replicas) can live in one process (DESIGN.md section 8).
+(tests, replicas) can live in one process (DESIGN.md section 8). The metrics
+registry is per app too (``app.state.metrics``, served at ``/metrics``).
 """
 
 from __future__ import annotations
@@ -11,33 +12,43 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from gateway.cache import InstanceCache
 from gateway.config import Settings
+from gateway.metrics import Registry
 from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
 from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
 from gateway.web import qido_routes, rendered_routes, stow_routes, wado_routes, wado_uri_routes
+from gateway.web.capabilities import capabilities_route
+from gateway.web.cors import CorsMiddleware
 from gateway.web.errors import EXCEPTION_HANDLERS
-from gateway.web.health import healthz, readyz
+from gateway.web.health import healthz, metrics, readyz
+from gateway.web.observability import HttpMetrics, ObservabilityMiddleware, TemplatedMount
+from gateway.web.routing import merge_methods
 
 log = logging.getLogger(__name__)
 
 
 def dicomweb_routes() -> list[BaseRoute]:
     """The PS3.18 resources, mounted at the base path and under /aets/{aet}."""
-    return [
-        *qido_routes.routes(),
-        *stow_routes.routes(),
-        *wado_routes.routes(),
-        *rendered_routes.routes(),
-    ]
+    routes = merge_methods(
+        [
+            *qido_routes.routes(),
+            *stow_routes.routes(),
+            *wado_routes.routes(),
+            *rendered_routes.routes(),
+        ]
+    )
+    return [capabilities_route(routes), *routes]
 
 
 async def _expire_idle(directory: PacsDirectory, every: float) -> None:
@@ -47,10 +58,42 @@ async def _expire_idle(directory: PacsDirectory, every: float) -> None:
             client.pool.expire_idle()
 
 
+class GatewayApp(Starlette):
+    """Starlette with ``outer`` wrapped around its whole stack, outside its
+    ServerErrorMiddleware: the 500 that one writes for an unhandled exception is
+    then counted, logged and given X-Request-ID and CORS headers like any answer."""
+
+    def __init__(self, *, outer: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._outer = outer
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._outer(super().build_middleware_stack())
+
+
+def _outer_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIApp], ASGIApp]:
+    http_metrics = HttpMetrics(registry)
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        if settings.cors_origins or settings.cross_origin_isolation:
+            app = CorsMiddleware(
+                app,
+                settings.cors_origins,
+                max_age=settings.cors_max_age,
+                cross_origin_isolation=settings.cross_origin_isolation,
+            )
+        # Outermost, so that preflights and CORS refusals are counted and logged too.
+        return ObservabilityMiddleware(app, http_metrics, log_phi=settings.log_phi)
+
+    return wrap
+
+
 def create_app(settings: Settings) -> Starlette:
+    registry = Registry()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        directory = PacsDirectory(settings)
+        directory = PacsDirectory(settings, metrics=registry)
         await directory.start()
         app.state.pacs = directory
         app.state.workers = Workers()
@@ -61,7 +104,9 @@ def create_app(settings: Settings) -> Starlette:
             cache_root = Path(temporary.name)
         cache = InstanceCache(cache_root, settings.cache_budget_bytes, fsync=settings.cache_fsync)
         await cache.open()
-        app.state.retriever = Retriever(cache)
+        app.state.retriever = Retriever(
+            cache, metrics=registry, progress_log_seconds=settings.progress_log_seconds
+        )
         app.state.views = InstanceViews(settings.metadata_bulk_threshold)
         reaper = asyncio.create_task(
             _expire_idle(directory, max(settings.pool_idle_seconds / 2, 0.5))
@@ -81,10 +126,17 @@ def create_app(settings: Settings) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics),
         *wado_uri_routes.routes(),
-        Mount(settings.base_path, routes=dicomweb_routes()),
-        Mount("/aets/{aet}/dicomweb", routes=dicomweb_routes()),
+        TemplatedMount(settings.base_path, routes=dicomweb_routes()),
+        TemplatedMount("/aets/{aet}/dicomweb", routes=dicomweb_routes()),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = GatewayApp(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
+        outer=_outer_middleware(settings, registry),
+    )
     app.state.settings = settings
+    app.state.metrics = registry
     return app
