@@ -51,13 +51,13 @@ def stow(base_url: str, files: list[Path], study: str | None = None) -> requests
         return requests.post(url, data=encoder, headers=headers, timeout=600)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base_url", help="DICOMweb root, e.g. http://127.0.0.1:8080/dicomweb")
     parser.add_argument("folder", type=Path)
     parser.add_argument("--study", help="POST to /studies/{study}: other studies are refused")
     parser.add_argument("--batch", type=int, default=500, help="files per request")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     files = dicom_files(args.folder)
     if not files:
         print(f"no DICOM files under {args.folder}", file=sys.stderr)
