@@ -69,6 +69,7 @@ class Settings:
     qido_max_results: int = 10000
     qido_empty_status: int = 204
     qido_charset: str = "ISO_IR 192"
+    qido_fill: Literal["off", "series", "all"] = "all"
     stow_concurrency: int = 4
     stow_max_bytes: int = 8 << 30
     stow_spool_bytes: int = 8 << 20
@@ -121,6 +122,10 @@ SETTINGS_HELP: dict[str, str] = {
     "200 (an empty JSON array).",
     "qido_charset": "Specific Character Set put in a C-FIND when a query value is not "
     "ASCII (ISO_IR 192 = UTF-8, or ISO_IR 100 = Latin-1).",
+    "qido_fill": "When the PACS leaves out ModalitiesInStudy and the Number Of ... Related "
+    "counts: all = SERIES- and IMAGE-level C-FINDs per returned study (costly on "
+    "dcmqrscp, see docs/qido.md); series = only the SERIES-level one (modalities, "
+    "series counts, ModalitiesInStudy matching; no instance counts); off = none.",
     "stow_concurrency": "Instances of one STOW-RS request stored at once (each on its own "
     "pooled association).",
     "stow_max_bytes": "Largest STOW-RS request body in bytes; larger ones get 413.",
@@ -269,6 +274,8 @@ def validate(s: Settings) -> None:
     for name in ("connect_timeout", "accept_timeout", "dimse_timeout", "network_timeout"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name}: must be > 0")
+    if s.qido_fill not in ("off", "series", "all"):
+        raise ConfigError("qido_fill: must be off, series or all")
     if s.log_format not in ("text", "json"):
         raise ConfigError("log_format: must be text or json")
     if s.progress_log_seconds < 0:

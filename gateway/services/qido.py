@@ -5,7 +5,12 @@ as they arrive.  Results are collected up to ``offset + limit + 1``: the one
 past the limit tells us that more remain (the Warning header must go out
 before the body), and then the C-FIND is cancelled at once (QIDO-09) instead
 of waiting for thousands of matches.  The collected list is bounded by the
-configured maximum, so holding it is cheap; nothing else in a search buffers.
+configured maximum, so holding it is cheap.  Two things read further: a
+relational search reads its parents first (qido_plan), and a study search on
+ModalitiesInStudy reads all of the PACS's matches when the PACS returns no
+ModalitiesInStudy, so that the gateway can fill it in and match it itself.
+After the C-FINDs are closed, the returned page gets the ModalitiesInStudy and
+Number Of ... Related counts the PACS left out (qido_fill).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from gateway.dicom.encode import encode_dataset
 from gateway.dicom.walker import DicomParseError
 from gateway.services.errors import PacsFailed
 from gateway.services.pacs import PacsClient
-from gateway.services.qido_attributes import RESULT_ATTRIBUTES, Level, result_levels
+from gateway.services.qido_attributes import (
+    RESULT_ATTRIBUTES,
+    Level,
+    result_levels,
+    tag_of,
+)
+from gateway.services.qido_fill import MODALITIES_IN_STUDY, Completer, has_value
 from gateway.services.qido_identifier import build_identifier
 from gateway.services.qido_plan import merge_parent, scope_to_parent, split_relational
 from gateway.services.qido_query import QidoQuery
@@ -36,6 +47,7 @@ _STUDY_UID = "0020000D"
 _SERIES_UID = "0020000E"
 _SOP_UID = "00080018"
 _UNIQUE_KEY: dict[Level, str] = {"STUDY": _STUDY_UID, "SERIES": _SERIES_UID, "IMAGE": _SOP_UID}
+_MODALITIES_PATH = (tag_of("ModalitiesInStudy"),)
 
 
 @dataclass
@@ -145,40 +157,90 @@ async def _pacs_matches(
             yield item
 
 
+def _matches_modalities(query: QidoQuery) -> bool:
+    return query.level == "STUDY" and any(k.path == _MODALITIES_PATH for k in query.match_keys)
+
+
+async def _level_matches(
+    pacs: PacsClient, query: QidoQuery, charset: str, completer: Completer
+) -> AsyncGenerator[dict[str, Any], None]:
+    """One level's C-FIND, with ModalitiesInStudy matched by the gateway when the PACS cannot.
+
+    A study search with a ModalitiesInStudy key on a PACS that returns no
+    ModalitiesInStudy (and so, like dcmqrscp, ignores the key) cannot be decided
+    from the PACS's answer.  From the first such result on, the rest of the
+    PACS's matches are read and its C-FIND closed; then the studies' modalities
+    are filled in (qido_fill) a few studies at a time, in the PACS's order, and
+    the studies that match are passed on.  Limit and offset count after this
+    filter, and a consumer that has enough stops the fill-in C-FINDs.
+    """
+    if not _matches_modalities(query):
+        async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
+            async for item in items:
+                yield item
+        return
+    pending: list[dict[str, Any]] = []
+    async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
+        async for item in items:
+            if pending or not has_value(item, MODALITIES_IN_STUDY):
+                pending.append(item)
+            else:
+                yield item
+    window = 2 * completer.width
+    for start in range(0, len(pending), window):
+        chunk = pending[start : start + window]
+        await completer.complete("STUDY", chunk, modalities_only=True)
+        for item in chunk:
+            if matches_query(query, item):
+                yield item
+
+
 async def _matches(
-    pacs: PacsClient, query: QidoQuery, charset: str
+    pacs: PacsClient, query: QidoQuery, charset: str, completer: Completer
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The query's matches, split into hierarchical C-FINDs when it needs that."""
     split = split_relational(query)
     if split is None:
-        async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
+        async with contextlib.aclosing(_level_matches(pacs, query, charset, completer)) as items:
             async for item in items:
                 yield item
         return
     parent_query, child_query = split
     # The parents are collected first so that their association is back in the
     # pool before the children's C-FINDs start: nested acquires could exhaust it.
-    async with contextlib.aclosing(_matches(pacs, parent_query, charset)) as parent_items:
+    async with contextlib.aclosing(
+        _matches(pacs, parent_query, charset, completer)
+    ) as parent_items:
         parents = [p async for p in parent_items]
     for parent in parents:
         scoped = scope_to_parent(child_query, parent)
         if scoped is None:
             continue
-        async with contextlib.aclosing(_matches(pacs, scoped, charset)) as items:
+        async with contextlib.aclosing(_matches(pacs, scoped, charset, completer)) as items:
             async for item in items:
                 yield merge_parent(item, parent)
 
 
 async def search(
-    pacs: PacsClient, query: QidoQuery, *, base_url: str, charset: str, max_results: int
+    pacs: PacsClient,
+    query: QidoQuery,
+    *,
+    base_url: str,
+    charset: str,
+    max_results: int,
+    fill: str = "all",
 ) -> SearchResult:
-    """Run the C-FIND(s) and return at most ``limit`` matches after ``offset``."""
+    """Run the C-FIND(s) and return at most ``limit`` matches after ``offset``.
+
+    ``fill`` is the qido_fill setting (what the gateway asks for itself when
+    the PACS leaves ModalitiesInStudy and the counts out: qido_fill.py)."""
     limit = max_results if query.limit is None else min(query.limit, max_results)
     wanted = query.offset + limit
-    matches: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
     seen = 0
     more = False
-    async with contextlib.aclosing(_matches(pacs, query, charset)) as items:
+    completer = Completer(pacs, fill)
+    async with contextlib.aclosing(_matches(pacs, query, charset, completer)) as items:
         async for item in items:
             seen += 1
             if seen <= query.offset:
@@ -186,7 +248,10 @@ async def search(
             if seen > wanted:
                 more = True
                 break  # leaving the block closes the generators: C-CANCEL
-            matches.append(finish_match(item, query, base_url))
+            found.append(item)
+    # Only the returned page is completed, after every C-FIND of the search is closed.
+    await completer.complete(query.level, found, study_uid=query.study_uid)
+    matches = [finish_match(item, query, base_url) for item in found]
     warnings = list(query.warnings)
     if more:
         # PS3.18 8.3.4.4: the count is unknown because the query was cancelled

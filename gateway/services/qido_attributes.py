@@ -115,8 +115,12 @@ REQUIRED_MATCHING: Mapping[Level, tuple[TagPath, ...]] = {
 # Our choice, not a PS3.18 table: what `includefield=all` adds at each level on top
 # of RESULT_ATTRIBUTES.  The optional keys of the Study Root information model
 # (PS3.4 C.6.2.1) that PACS commonly index, plus the image attributes viewers use
-# to pick a hanging protocol.  "All available attributes" (PS3.18 8.3.4.3) cannot
-# be asked of a C-FIND SCP, so this list is the gateway's answer to it.
+# to pick a hanging protocol and lay out a stack (geometry, pixel description,
+# VOI and rescale).  "All available attributes" (PS3.18 8.3.4.3) cannot be asked
+# of a C-FIND SCP, so this list is the gateway's answer to it: each of them is an
+# attribute `includefield=<keyword>` would ask for alone (docs/qido.md).  The
+# instance-level Rows, Columns, BitsAllocated and NumberOfFrames are already
+# return keys of every instance search (INSTANCE_RESULT_IF_KNOWN).
 INCLUDE_ALL: Mapping[Level, tuple[TagPath, ...]] = {
     "STUDY": _paths(
         "StudyDescription",
@@ -171,6 +175,22 @@ INCLUDE_ALL: Mapping[Level, tuple[TagPath, ...]] = {
         "ConceptNameCodeSequence",
         "CompletionFlag",
         "VerificationFlag",
+        "InstanceCreationDate",
+        "InstanceCreationTime",
+        "ImageLaterality",
+        "SliceThickness",
+        "SpacingBetweenSlices",
+        "SliceLocation",
+        "PixelSpacing",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "HighBit",
+        "WindowCenter",
+        "WindowWidth",
+        "RescaleIntercept",
+        "RescaleSlope",
+        "RescaleType",
+        "LossyImageCompression",
     ),
 }
 
@@ -238,3 +258,21 @@ def attribute_level(tag: int) -> Level | None:
     PS3.4 C.6.2.1); an attribute found at several levels or at none is None.
     """
     return _LEVEL_OF_TAG.get(tag)
+
+
+_LEVEL_ORDER: Mapping[Level, int] = {"STUDY": 0, "SERIES": 1, "IMAGE": 2}
+
+
+def is_below(tag: int, level: Level) -> bool:
+    """Whether our tables place the attribute at a level below ``level`` (Modality, STUDY)."""
+    owner = attribute_level(tag)
+    return owner is not None and _LEVEL_ORDER[owner] > _LEVEL_ORDER[level]
+
+
+# Where a search asks for an attribute of a level below its own (includefield=Modality
+# in a study search), the attribute of its own level that summarises it is asked for
+# instead: the study-level keys that list the study's modalities and SOP classes.
+LOWER_LEVEL_STAND_INS: Mapping[tuple[Level, TagPath], TagPath] = {
+    ("STUDY", (tag_of("Modality"),)): (tag_of("ModalitiesInStudy"),),
+    ("STUDY", (tag_of("SOPClassUID"),)): (tag_of("SOPClassesInStudy"),),
+}

@@ -9,7 +9,13 @@ from pydicom.charset import convert_encodings, python_encoding
 from pydicom.datadict import keyword_for_tag
 
 from gateway.services.errors import InvalidParameter
-from gateway.services.qido_attributes import GATEWAY_COMPUTED, TagPath, return_keys
+from gateway.services.qido_attributes import (
+    GATEWAY_COMPUTED,
+    LOWER_LEVEL_STAND_INS,
+    TagPath,
+    is_below,
+    return_keys,
+)
 from gateway.services.qido_query import MatchValue, QidoQuery
 
 
@@ -18,7 +24,8 @@ def build_identifier(query: QidoQuery, *, charset: str) -> Dataset:
 
     Return keys are the level's result attributes (with the higher levels' for
     All Series, Study's Instances and All Instances), the ``includefield=all``
-    list when asked, and the client's include fields, all empty.  A sequence
+    list when asked, and the client's include fields, all empty; an include
+    field of a level below the query's is left out (``include_keys``).  A sequence
     return key is a sequence with no items (universal matching of the whole
     sequence, PS3.4 C.2.2.2.6) unless a sub-attribute is named, in which case it
     gets the single item sequence matching uses.  ``charset`` is the Specific
@@ -32,7 +39,7 @@ def build_identifier(query: QidoQuery, *, charset: str) -> Dataset:
         series_scoped=query.series_uid is not None,
         include_all=query.include_all,
     )
-    for path in (*keys, *sorted(query.include_fields)):
+    for path in (*keys, *include_keys(query)):
         if path not in GATEWAY_COMPUTED:
             _put(ds, path, query.vr_of(path), None)
     for key in query.match_keys:
@@ -45,6 +52,29 @@ def build_identifier(query: QidoQuery, *, charset: str) -> Dataset:
         _check_encodable(query, charset)
         ds.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
     return ds
+
+
+def include_keys(query: QidoQuery) -> tuple[TagPath, ...]:
+    """The client's include fields that can go into a C-FIND at the query's level.
+
+    An attribute of a level below the query level (``Modality`` in a study
+    search) is not a key of that C-FIND: a hierarchical SCP may refuse it
+    (pynetdicom's qrscp answers A900) or ignore it, and no study has
+    one Modality.  It is left out, and so missing from the results
+    (docs/qido.md); where the level has an attribute that summarises it
+    (``ModalitiesInStudy`` for ``Modality``), that one is asked for instead.
+    Attributes of the query's level or above, and any our tables do not place
+    (``attribute_level`` None), go to the PACS as asked.
+    """
+    out: dict[TagPath, None] = {}
+    for path in sorted(query.include_fields):
+        if is_below(path[0], query.level):
+            stand_in = LOWER_LEVEL_STAND_INS.get((query.level, path))
+            if stand_in is not None:
+                out.setdefault(stand_in, None)
+            continue
+        out.setdefault(path, None)
+    return tuple(out)
 
 
 def _put(ds: Dataset, path: TagPath, vr: str, value: MatchValue | None) -> None:

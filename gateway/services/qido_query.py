@@ -20,9 +20,10 @@ the parameter and the reason.  Choices where the standard leaves room:
   C.2.2.2.3, C.2.2.2.4): the attribute becomes a return key.
 - Ranges must run forwards (PS3.4 C.2.2.2.5: ``<date1>`` less or equal to
   ``<date2>``); a backwards one is 400 rather than an empty result.
-- Attribute level is not policed: a series attribute in a study search goes to
-  the PACS as asked, which decides (the full PS3.4 information model is not a
-  table we keep).
+- The level of a matching key is not policed: a series attribute in a study
+  search goes to the PACS as asked, which decides (the full PS3.4 information
+  model is not a table we keep).  An include field below the query level is
+  left out of the C-FIND by the identifier builder (``include_keys``).
 """
 
 from __future__ import annotations

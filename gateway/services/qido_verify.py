@@ -2,16 +2,23 @@
 
 PACS differ in what they really match: dcmqrscp drops matching keys it does
 not index and returns every entity; Orthanc 1.10 lets an empty StudyDate match
-a date range.  A match that visibly contradicts a key of the query is dropped
-here.  The check is conservative: when the PACS did not return the attribute
-at all, nothing can be said and the match is kept; person names are not
-checked, because their matching is implementation-defined (PS3.4 C.2.2.2.1).
+a date range and ignores keys inside a sequence (it returns the items, though).
+A match that visibly contradicts a key of the query is dropped here.  The check
+is conservative: when the PACS did not return the attribute at all, nothing can
+be said and the match is kept; person names are not checked, because their
+matching is implementation-defined (PS3.4 C.2.2.2.1).
+
+Keys inside a sequence (``RequestAttributesSequence.RequestedProcedureID``) are
+sequence matching (PS3.4 C.2.2.2.6): the result matches when any one item of
+the sequence matches all the query's keys of that sequence together.  A result
+whose sequence is absent or has no items is kept, like any attribute the PACS
+did not return.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -20,6 +27,7 @@ from gateway.services.qido_query import MatchKey, QidoQuery
 # VRs whose values compare as plain strings, case-sensitively (PS3.4 C.2.2.2.1).
 _STRING_VRS = frozenset({"AE", "CS", "LO", "SH", "UC", "UI", "DA", "AS"})
 _NUMBER_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "UV", "SV"})
+_CHECKED_VRS = _STRING_VRS | _NUMBER_VRS
 
 
 @lru_cache(maxsize=256)
@@ -66,11 +74,34 @@ def _key_matches(key: MatchKey, values: list[Any]) -> bool:
 
 
 def matches_query(query: QidoQuery, item: Mapping[str, Any]) -> bool:
-    """Whether a result agrees with every top-level match key it lets us check."""
-    for key in query.match_keys:
-        if len(key.path) != 1 or key.vr not in _STRING_VRS | _NUMBER_VRS:
+    """Whether a result agrees with every match key it lets us check, in sequences too."""
+    return _matches_keys(query.match_keys, item, 0)
+
+
+def _matches_keys(keys: Sequence[MatchKey], item: Mapping[str, Any], depth: int) -> bool:
+    """Whether ``item`` (a result, or a sequence item at ``depth``) matches ``keys``.
+
+    ``keys`` are paths from the top level; ``path[depth]`` is the element in
+    ``item``.  Keys that go deeper are grouped by their sequence, so that all the
+    keys of one sequence must match within the same item (PS3.4 C.2.2.2.6).
+    """
+    nested: dict[int, list[MatchKey]] = {}
+    for key in keys:
+        tag = key.path[depth]
+        if len(key.path) > depth + 1:
+            nested.setdefault(tag, []).append(key)
             continue
-        values = _values(item, key.path[0])
+        if key.vr not in _CHECKED_VRS:
+            continue
+        values = _values(item, tag)
         if values is not None and not _key_matches(key, values):
+            return False
+    for tag, inner in nested.items():
+        items = _values(item, tag)
+        if not items:
+            continue  # sequence not returned, or returned without items: trust the PACS
+        if not any(
+            isinstance(child, Mapping) and _matches_keys(inner, child, depth + 1) for child in items
+        ):
             return False
     return True

@@ -67,6 +67,7 @@ async def _search(request: Request, level: Level) -> Response:
         base_url=service_base_url(request, settings.public_url),
         charset=settings.qido_charset,
         max_results=settings.qido_max_results,
+        fill=settings.qido_fill,
     )
     return add_warnings(
         request, _represent(result.matches, representation, settings), result.warnings

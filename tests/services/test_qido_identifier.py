@@ -132,10 +132,39 @@ def test_binary_match_values() -> None:
 
 
 def test_include_fields_are_empty_return_keys() -> None:
-    ds = identifier(("includefield", "00081030,00080060"), ("PatientAge", ""))
-    assert ds.StudyDescription in (None, "")
-    assert ds.Modality in (None, "")  # passed through even though it is a series attribute
+    ds = identifier(("includefield", "00081030,00200011"), ("PatientAge", ""), level="SERIES")
+    assert ds.StudyDescription in (None, "")  # a study attribute in a series search: fine
+    assert ds.SeriesNumber in (None, "")
     assert ds.PatientAge in (None, "")
+
+
+def test_include_fields_below_the_query_level_stay_out_of_the_find() -> None:
+    """OHIF's study search: includefield=00081030,00080060 (StudyDescription, Modality).
+
+    Modality is a series attribute: pynetdicom's qrscp refuses a STUDY C-FIND that
+    carries it (A900).  It is replaced by ModalitiesInStudy, which a study search
+    asks for anyway; instance attributes are dropped from study and series searches.
+    """
+    ds = identifier(("includefield", "00081030,00080060"))
+    assert ds.StudyDescription in (None, "")
+    assert "Modality" not in ds and "ModalitiesInStudy" in ds
+    ds = identifier(("includefield", "SOPClassUID,SliceThickness,SeriesDescription,InstanceNumber"))
+    assert {"SOPClassUID", "SliceThickness", "SeriesDescription", "InstanceNumber"}.isdisjoint(
+        ds.dir()
+    )
+    assert ds.SOPClassesInStudy in (None, "")
+    ds = identifier(("SeriesNumber", ""), ("includefield", "RequestAttributesSequence"))
+    assert "SeriesNumber" not in ds and "RequestAttributesSequence" not in ds
+    series = identifier(("includefield", "Modality,InstanceNumber,SliceThickness"), level="SERIES")
+    assert series.Modality in (None, "")
+    assert "InstanceNumber" not in series and "SliceThickness" not in series
+    instances = identifier(("includefield", "Modality,SliceThickness"), level="IMAGE")
+    assert instances.Modality in (None, "") and instances.SliceThickness in (None, "")
+
+
+def test_include_fields_our_tables_do_not_place_go_to_the_pacs() -> None:
+    ds = identifier(("includefield", "ContrastBolusAgent"))
+    assert ds.ContrastBolusAgent in (None, "")
 
 
 def test_includefield_all_adds_the_curated_list() -> None:
@@ -145,6 +174,46 @@ def test_includefield_all_adds_the_curated_list() -> None:
     assert {p[0] for p in INCLUDE_ALL["SERIES"]} <= keys(
         identifier(("includefield", "all"), level="SERIES")
     )
+
+
+# The image attributes a viewer asks for one by one (QIDO-06): `all` must ask for each.
+IMAGE_ATTRIBUTES = (
+    "ImageType",
+    "SliceThickness",
+    "SliceLocation",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PhotometricInterpretation",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "AcquisitionNumber",
+    "ContentDate",
+    "ContentTime",
+)
+
+
+@pytest.mark.parametrize(
+    "scope", [{}, {"study_uid": "1.2"}, {"study_uid": "1.2", "series_uid": "1.3"}]
+)
+def test_includefield_all_at_instance_level_has_the_common_image_attributes(
+    scope: dict[str, str],
+) -> None:
+    everything = identifier(("includefield", "all"), level="IMAGE", **scope)
+    for keyword in IMAGE_ATTRIBUTES:
+        alone = identifier(("includefield", keyword), level="IMAGE", **scope)
+        assert keyword in alone, keyword
+        assert keyword in everything, keyword
 
 
 def test_a_whole_sequence_is_asked_for_without_items() -> None:

@@ -9,9 +9,11 @@ What the two PACS do differently (DCMTK 3.6.7, Orthanc 1.10), as seen here:
 
 * dcmqrscp drops keys it does not index: ModalitiesInStudy,
   NumberOfStudyRelatedSeries/Instances, NumberOfSeriesRelatedInstances and
-  SOPClassUID come back missing (the gateway then sends ``{"vr": ...}``), and
-  a *matching* key on ModalitiesInStudy or SOPClassUID is ignored, so every
-  study / instance matches.  It is strictly hierarchical: it answers C000
+  SOPClassUID come back missing, and a *matching* key on ModalitiesInStudy or
+  SOPClassUID is ignored, so every study / instance matches.  The gateway fills
+  in the modalities and counts with SERIES and IMAGE C-FINDs of its own (and
+  then matches ModalitiesInStudy itself); SOPClassUID stays ``{"vr": "UI"}``
+  and unmatched.  It is strictly hierarchical: it answers C000
   (Failed: UnableToProcess) to a SERIES or IMAGE query whose identifier lacks
   the higher-level unique keys (StudyInstanceUID, SeriesInstanceUID), answers
   normally when they are present and empty, and ignores any other matching key
@@ -104,19 +106,12 @@ SERIES_REQUIRED = [
 INSTANCE_REQUIRED = [tag(k) for k in ("SOPClassUID", "SOPInstanceUID", "InstanceNumber")]
 
 # Required return keys each PACS leaves out of its C-FIND answer (it does not
-# index them), so the gateway must send them as {"vr": ...}.
+# index them) and the gateway cannot fill in, so it sends them as {"vr": ...}.
+# (dcmqrscp also leaves out ModalitiesInStudy and the Number Of ... Related
+# counts: the gateway fills those in from SERIES and IMAGE C-FINDs.)
 NOT_RETURNED: dict[str, frozenset[str]] = {
     "orthanc": frozenset(),
-    "dcmqrscp": frozenset(
-        tag(k)
-        for k in (
-            "ModalitiesInStudy",
-            "NumberOfStudyRelatedSeries",
-            "NumberOfStudyRelatedInstances",
-            "NumberOfSeriesRelatedInstances",
-            "SOPClassUID",
-        )
-    ),
+    "dcmqrscp": frozenset({tag("SOPClassUID")}),
 }
 
 
@@ -471,15 +466,19 @@ MATCHING: dict[str, Case] = {
         lambda r: bool(r.study_date) and r.study_date <= "20240317",
         {},
     ),
+    # dcmqrscp ignores this key and returns no ModalitiesInStudy: the gateway
+    # fills it in from a SERIES C-FIND per study and matches it itself.
     "ModalitiesInStudy": Case(
+        "/studies", {"ModalitiesInStudy": "MR"}, lambda r: r.modality == "MR", {}
+    ),
+    "ModalitiesInStudy-list": Case(
         "/studies",
-        {"ModalitiesInStudy": "MR"},
-        lambda r: r.modality == "MR",
-        {
-            "dcmqrscp": _DCMQRSCP_IGNORES.format(
-                key="ModalitiesInStudy", what="study (18 instead of 1)"
-            )
-        },
+        {"ModalitiesInStudy": "CR\\MR"},
+        lambda r: r.modality in ("CR", "MR"),
+        {},
+    ),
+    "all-series-by-ModalitiesInStudy": Case(
+        "/series", {"ModalitiesInStudy": "CT"}, lambda r: r.modality == "CT", {}
     ),
     "Modality": Case("/series", {"Modality": "CT"}, lambda r: r.modality == "CT", {}),
     "SeriesInstanceUID": Case(
@@ -823,6 +822,70 @@ def test_unknown_includefield_is_400(gateway: GatewayServer) -> None:
     assert detail.startswith("includefield") and "NoSuchKeyword" in detail
 
 
+def test_ohif_study_search_with_a_series_level_includefield(
+    gateway: GatewayServer, seeded: tuple[Seeded, ...]
+) -> None:
+    """OHIF's study list asks ``includefield=00081030,00080060`` (StudyDescription, Modality).
+
+    Modality is a series attribute: it stays out of the STUDY C-FIND (qrscp
+    refuses it with A900, see test_qido_demo_pacs.py) and out of the results;
+    ModalitiesInStudy, always returned, carries the study's modalities.
+    """
+    studies = study_records(seeded)
+    params = {"includefield": "00081030,00080060", "limit": "101", "offset": "0"}
+    got = search(gateway, "/studies", params)
+    assert sorted(uids(got, STUDY_UID)) == sorted(studies)
+    for item in got:
+        study = item[STUDY_UID]["Value"][0]
+        rows = [r for r in seeded if r.study_uid == study]
+        description = studies[study].study_description
+        if description:
+            assert item[tag("StudyDescription")] == {"vr": "LO", "Value": [description]}
+        assert tag("Modality") not in item
+        assert item[tag("ModalitiesInStudy")] == {
+            "vr": "CS",
+            "Value": sorted({r.modality for r in rows}),
+        }
+
+
+# Image attributes a viewer may ask for one at a time; `all` must return each of them
+# as it comes back alone (QIDO-06).  dcmqrscp returns none of them, Orthanc all.
+IMAGE_INCLUDES = (
+    "ImageType",
+    "SliceThickness",
+    "SliceLocation",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "WindowCenter",
+    "WindowWidth",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "PhotometricInterpretation",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "SamplesPerPixel",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+)
+
+
+def test_includefield_all_returns_what_each_image_attribute_returns_alone(
+    pacs: Pacs, gateway: GatewayServer
+) -> None:
+    path = f"/studies/{S1}/series/{S1}.1/instances"
+    (everything,) = search(gateway, path, {"InstanceNumber": "2", "includefield": "all"})
+    returned = 0
+    for keyword in IMAGE_INCLUDES:
+        (alone,) = search(gateway, path, {"InstanceNumber": "2", "includefield": keyword})
+        assert everything.get(tag(keyword)) == alone.get(tag(keyword)), keyword
+        returned += "Value" in alone.get(tag(keyword), {})
+    if pacs.kind == "orthanc":
+        assert returned == len(IMAGE_INCLUDES)
+
+
 # --------------------------------------------------------------------------- QIDO-07 / URL-04
 
 
@@ -1031,6 +1094,58 @@ def test_limit_and_offset_page_through_all_matches(
     flat = [u for p in pages for u in p]
     assert len(set(flat)) == len(flat) == 35  # no overlap, nothing lost
     assert flat == everything  # the same order every time
+
+
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_limit_and_offset_count_after_the_modalities_in_study_match(
+    gateway: GatewayServer, seeded: tuple[Seeded, ...], limit: int
+) -> None:
+    """dcmqrscp ignores ModalitiesInStudy; the gateway filters, and pages count after that."""
+    everything = uids(search(gateway, "/studies", {"ModalitiesInStudy": "OT"}), STUDY_UID)
+    truth = {r.study_uid for r in seeded if r.modality == "OT"}
+    assert sorted(everything) == sorted(truth) and len(truth) > 5
+    pages: list[str] = []
+    for offset in range(0, len(truth), limit):
+        params = {"ModalitiesInStudy": "OT", "limit": str(limit), "offset": str(offset)}
+        resp = get(gateway.url + "/studies", params)
+        page = uids(matches(resp), STUDY_UID)
+        assert len(page) == min(limit, len(truth) - offset)
+        _more_warning(resp, gateway, len(truth) - offset - len(page))
+        pages += page
+    assert pages == everything
+
+
+def _c_finds(gateway: GatewayServer) -> int:
+    text = get(gateway.root + "/metrics").text
+    found = re.findall(
+        r'^dicomweb_dimse_operations_total\{[^}]*operation="C-FIND"[^}]*\} ([0-9.e+]+)$',
+        text,
+        re.MULTILINE,
+    )
+    return int(sum(float(n) for n in found))
+
+
+def test_the_fill_in_costs_c_finds_only_where_the_pacs_lacks_the_attributes(
+    pacs: Pacs, gateway: GatewayServer
+) -> None:
+    """Orthanc computes ModalitiesInStudy and the counts: one C-FIND per search.
+
+    dcmqrscp does not: a SERIES and an IMAGE C-FIND per returned study, an
+    IMAGE C-FIND per study of the returned series; nothing for the matches
+    skipped by offset or beyond the limit.
+    """
+    before = _c_finds(gateway)
+    got = search(gateway, "/studies", {"limit": "3", "offset": "2"})
+    assert len(got) == 3 and all(value(i, tag("NumberOfStudyRelatedInstances")) for i in got)
+    studies = _c_finds(gateway) - before
+    before = _c_finds(gateway)
+    got = search(gateway, f"/studies/{S2}/series")
+    assert value(got[0], tag("NumberOfSeriesRelatedInstances")) == 10
+    series = _c_finds(gateway) - before
+    if pacs.kind == "orthanc":
+        assert (studies, series) == (1, 1)
+    else:
+        assert (studies, series) == (1 + 3 * 2, 1 + 1)
 
 
 def test_same_request_same_order(gateway: GatewayServer) -> None:
