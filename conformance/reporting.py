@@ -70,7 +70,9 @@ def summarize(outcomes: dict[str, list[Outcome]]) -> list[dict[str, Any]]:
             result, detail = "no test", ""
         elif failed:
             result = "FAIL"
-            detail = "; ".join(f"{o.test}: {o.detail}" for o in failed)
+            shown = "; ".join(f"{o.test}: {o.detail[:240]}" for o in failed[:2])
+            more = f" (and {len(failed) - 2} more)" if len(failed) > 2 else ""
+            detail = f"{len(failed)} of {len(results)} tests failed: {shown}{more}"
         elif passed:
             result = "pass"
             skipped = [o for o in results if o.outcome == "skipped"]

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from conformance.items import ITEMS
-from tests.peers.conformance_targets import gateway_target, orthanc_dicomweb_target
+from tests.peers.conformance_targets import (
+    KNOWN_GAPS,
+    gateway_target,
+    orthanc_dicomweb_target,
+)
 from tests.peers.dcmqrscp import DcmqrscpServer
 from tests.peers.orthanc import OrthancServer
 
@@ -103,11 +107,13 @@ def render(reports: list[dict[str, Any]], versions: str) -> str:
     lines.append("")
     for title, rows in zip(titles, by_item, strict=True):
         lines += [f"## {title}: details of what did not pass", ""]
+        why = KNOWN_GAPS.get(title.removeprefix("gateway + "), {}) if "gateway" in title else {}
         shown = False
         for row in rows.values():
             if row["result"] not in ("pass",):
                 detail = row["detail"].replace("|", "\\|").replace("\n", " ")
-                lines.append(f"- **{row['item']}** ({row['result']}): {detail}")
+                reason = f" **Why:** {why[row['item']]}." if row["item"] in why else ""
+                lines.append(f"- **{row['item']}** ({row['result']}):{reason} {detail}")
                 shown = True
         if not shown:
             lines.append("Every item passed.")
@@ -126,7 +132,7 @@ def _versions() -> str:
     if orthanc:
         parts.append(orthanc[0].strip())
     if dcmtk:
-        parts.append(dcmtk[0].strip())
+        parts.append(dcmtk[0].strip().strip("$").removeprefix("dcmtk: ").strip())
     return ", ".join(parts) or "versions unknown"
 
 

@@ -1,10 +1,10 @@
 """The conformance suite (``conformance/``) against the gateway, in CI (issue 6).
 
 Each PACS is a fresh one (the suite stores its fixture set by STOW-RS and must
-not disturb the session PACS other tests count on).  Every required item must
-pass.  Optional and configurable items that do not pass are listed below with
-the reason; the list is exact both ways, so a fix that makes one pass shows up
-as a failure here until the list is updated.
+not disturb the session PACS other tests count on).  Every item must pass but
+those listed in ``KNOWN_GAPS`` (tests/peers/conformance_targets.py) with the
+reason, which are all limitations of the PACS; the list is exact both ways, so
+a fix that makes one pass shows up as a failure here until the list is updated.
 """
 
 from __future__ import annotations
@@ -18,15 +18,9 @@ import pytest
 
 from tests.conformance_report import run_suite
 from tests.peers.common import need
-from tests.peers.conformance_targets import gateway_target
+from tests.peers.conformance_targets import KNOWN_GAPS, gateway_target
 from tests.peers.dcmqrscp import DcmqrscpServer, dcmqrscp_binary
 from tests.peers.orthanc import OrthancServer, orthanc_binary
-
-#: item -> why the gateway does not pass it (optional/configurable items only).
-KNOWN_GAPS: dict[str, dict[str, str]] = {
-    "orthanc": {},
-    "dcmqrscp": {},
-}
 
 
 @contextlib.contextmanager
