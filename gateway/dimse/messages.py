@@ -149,8 +149,14 @@ class Command:
                 raise CommandError("truncated command element")
             group, elem, length = _ELEM.unpack_from(raw, pos)
             pos += 8
-            if group != 0 or pos + length > end:
+            if pos + length > end:
                 raise CommandError(f"bad command element ({group:04X},{elem:04X})")
+            if group != 0:
+                # Orthanc (DCMTK) appends a failed C-GET's (0008,0058) Failed SOP
+                # Instance UID List, with its group length, to the command set
+                # itself. Not ours to interpret: skipped, not fatal.
+                pos += length
+                continue
             try:
                 keyword, vr = _keyword_vr(elem)
             except KeyError:

@@ -324,3 +324,29 @@ def test_command_while_a_data_set_is_expected_is_an_error() -> None:
 def test_undecodable_command_is_an_error() -> None:
     with pytest.raises(M.CommandError):
         feed(M.MessageAssembler(), PDV(1, True, True, b"\x00\x00\x10\x01\x02\x00"))
+
+
+def test_decode_skips_stray_elements_after_the_command_group() -> None:
+    """Orthanc (DCMTK) puts a failed C-GET's Failed SOP Instance UID List, with its
+    group length, into the command set itself (seen on the wire from Orthanc 1.10.1)."""
+    command = M.Command(
+        {
+            "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.2.1.3",
+            "CommandField": 0x8010,
+            "MessageIDBeingRespondedTo": 1,
+            "CommandDataSetType": 0x0101,
+            "Status": 0xC000,
+            "NumberOfCompletedSuboperations": 0,
+            "NumberOfFailedSuboperations": 1,
+            "NumberOfWarningSuboperations": 0,
+        }
+    ).encode()
+    uid = b"1.2.3.4.5\x00"
+    stray = (
+        b"\x08\x00\x00\x00\x04\x00\x00\x00" + (8 + len(uid)).to_bytes(4, "little")
+        + b"\x08\x00\x58\x00" + len(uid).to_bytes(4, "little") + uid
+    )  # fmt: skip
+    decoded = M.Command.decode(command + stray)
+    assert decoded.status == 0xC000
+    assert decoded.fields["NumberOfFailedSuboperations"] == 1
+    assert not decoded.has_dataset
