@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.services.errors import GatewayError
+from gateway.web.observability import route_template
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,18 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def loggable_path(request: Request) -> str:
+    """The path for a log line: its route template unless ``log_phi`` (UIDs identify)."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None and settings.log_phi:
+        return request.url.path
+    return route_template(request.scope)
+
+
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc)
+        log.warning("%s %s -> %d: %s", request.method, loggable_path(request), exc.status, exc)
     return error_response(exc.status, str(exc), exc.headers())
 
 
@@ -37,7 +46,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    log.exception("unhandled error on %s %s", request.method, loggable_path(request))
     return error_response(500, "internal error; see the gateway log")
 
 

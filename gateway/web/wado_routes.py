@@ -121,7 +121,9 @@ async def retrieve_instances(request: Request) -> Response:
             yield closing(boundary)
         except GatewayError as exc:
             # Headers are gone: the only honest signal left is a broken connection.
-            log.warning("WADO-RS %s aborted mid-stream: %s", target.describe(), exc)
+            # The target's UIDs only at DEBUG: they identify (see log_phi).
+            log.warning("WADO-RS %s retrieve aborted mid-stream: %s", target.level, exc)
+            log.debug("aborted retrieve: %s", target.describe())
             raise
         finally:
             await _close(instances)

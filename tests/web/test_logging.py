@@ -132,6 +132,24 @@ def test_no_patient_data_in_logs_by_default(orthanc: OrthancServer, json_logs: L
     assert "Secret" not in json.dumps(lines)
 
 
+@pytest.mark.parametrize("log_phi", [False, True])
+def test_pacs_failures_log_uids_only_with_log_phi(
+    closed_port: Any, json_logs: Lines, log_phi: bool
+) -> None:
+    """A 5xx is logged at WARNING with the route template; the UIDs of the path
+    (identifying) only with log_phi."""
+    uid = "1.2.826.0.1.3680043.999.4242"
+    with GatewayServer(closed_port.pacs_config(), connect_timeout=1.0, log_phi=log_phi) as gw:
+        r = requests.get(f"{gw.url}/studies/{uid}/series/{uid}.1", timeout=30)
+        assert r.status_code == 502, r.text
+    warnings = [line for line in json_logs() if line["level"] == "WARNING"]
+    assert any("-> 502" in line["msg"] for line in warnings), warnings
+    logged = json.dumps(warnings)
+    assert (uid in logged) is log_phi, logged
+    if not log_phi:
+        assert "/studies/{study}/series/{series}" in logged
+
+
 def test_log_phi_logs_the_full_path_and_query(orthanc: OrthancServer, json_logs: Lines) -> None:
     with GatewayServer(orthanc.pacs_config(), log_phi=True) as gw:
         _qido_with_secrets(gw)
