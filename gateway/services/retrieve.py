@@ -157,10 +157,11 @@ class RetrieveProgress:
     sets), MB/s. Expected comes from the sub-operation counts of the last
     C-GET/C-MOVE-RSP, else from the C-FIND that preceded the retrieve."""
 
-    def __init__(self, pacs: str, target: Target, found: int) -> None:
+    def __init__(self, pacs: str, target: Target, found: int, *, log_uids: bool = False) -> None:
         self.pacs = pacs
         self.target = target
         self.found = found
+        self.log_uids = log_uids
         self.counts: SubOperations | None = None
         self.instances = 0
         self.bytes = 0
@@ -186,9 +187,7 @@ class RetrieveProgress:
         mb = self.bytes / 1e6
         extra: dict[str, Any] = {
             "pacs": self.pacs,
-            "study_uid": self.target.study_uid,
-            "series_uid": self.target.series_uid,
-            "sop_uid": self.target.sop_uid,
+            "retrieve_level": self.target.level,
             "received": self.instances,
             "expected": self.expected,
             "mbytes": round(mb, 3),
@@ -196,9 +195,18 @@ class RetrieveProgress:
             "seconds": round(elapsed, 3),
             "done": done,
         }
+        # UIDs identify a patient's studies: named only with log_phi.
+        what = f"{self.target.level.lower()}-level retrieve"
+        if self.log_uids:
+            what = f"retrieve of {self.target.describe()}"
+            extra.update(
+                study_uid=self.target.study_uid,
+                series_uid=self.target.series_uid,
+                sop_uid=self.target.sop_uid,
+            )
         log.info(
-            "retrieve of %s from %s %s: %d/%d instances, %.1f MB, %.1f MB/s",
-            self.target.describe(),
+            "%s from %s %s: %d/%d instances, %.1f MB, %.1f MB/s",
+            what,
             self.pacs,
             f"done in {elapsed:.1f} s" if done else "running",
             self.instances,
@@ -243,9 +251,11 @@ class Retriever:
         *,
         metrics: Registry | None = None,
         progress_log_seconds: float = 0.0,
+        log_uids: bool = False,
     ) -> None:
         self.cache = cache
         self.progress_log_seconds = progress_log_seconds
+        self.log_uids = log_uids
         self._flights: StreamFlight[tuple[str, str, str], InstanceData] = StreamFlight()
         registry = metrics if metrics is not None else Registry()  # unread when not given
         self._hits = registry.counter(
@@ -288,7 +298,7 @@ class Retriever:
         identifier = _identifier(target, target.level)
         by_series: dict[tuple[str, str], list[str]] = {}
         cache = self.cache
-        progress = RetrieveProgress(pacs.name, target, len(sops))
+        progress = RetrieveProgress(pacs.name, target, len(sops), log_uids=self.log_uids)
         if pacs.config.retrieve_method == "move":
             source = pacs.move(
                 _encoder(identifier),

@@ -105,7 +105,10 @@ def create_app(settings: Settings) -> Starlette:
         cache = InstanceCache(cache_root, settings.cache_budget_bytes, fsync=settings.cache_fsync)
         await cache.open()
         app.state.retriever = Retriever(
-            cache, metrics=registry, progress_log_seconds=settings.progress_log_seconds
+            cache,
+            metrics=registry,
+            progress_log_seconds=settings.progress_log_seconds,
+            log_uids=settings.log_phi,
         )
         app.state.views = InstanceViews(settings.metadata_bulk_threshold)
         reaper = asyncio.create_task(

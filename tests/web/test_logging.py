@@ -214,12 +214,20 @@ def _slow_series(make_peer: Any, mr_files: list[Path], **settings: Any) -> list[
         logger.setLevel(level)
     records = [json.loads(x) for x in stream.getvalue().splitlines()]
     for record in records:
-        assert record["study_uid"] == study and record["series_uid"] == series
+        assert record["retrieve_level"] == "SERIES"
+        if settings.get("log_phi"):
+            assert record["study_uid"] == study and record["series_uid"] == series
+            assert series in record["msg"]
+        else:  # UIDs identify: not logged by default
+            assert series not in json.dumps(record) and study not in json.dumps(record)
     return records
 
 
-def test_progress_lines_while_a_retrieve_runs(make_peer: Any, mr_files: list[Path]) -> None:
-    records = _slow_series(make_peer, mr_files, progress_log_seconds=0.2)
+@pytest.mark.parametrize("log_phi", [False, True])
+def test_progress_lines_while_a_retrieve_runs(
+    make_peer: Any, mr_files: list[Path], log_phi: bool
+) -> None:
+    records = _slow_series(make_peer, mr_files, progress_log_seconds=0.2, log_phi=log_phi)
     running = [x for x in records if not x["done"]]
     done = [x for x in records if x["done"]]
     assert len(running) >= 3, records  # about 1.5 s of retrieve, a line every 0.2 s
