@@ -147,7 +147,8 @@ SETTINGS_HELP: dict[str, str] = {
     "log_format": "text (one line per record) or json (one JSON object per line: ts, level, "
     "logger, msg, request_id and the record's extra fields).",
     "log_phi": "Log the full path and query string of each request in the access log (query "
-    "values carry PatientName/PatientID); off = only the route template.",
+    "values carry PatientName/PatientID), and the UIDs of failed requests and of retrieve "
+    "progress lines; off = only route templates and levels.",
     "progress_log_seconds": "While a C-GET/C-MOVE runs, log its progress (instances, MB, "
     "MB/s) every this many seconds; 0 = never.",
     "cors_origins": "Origins allowed to call the gateway from a browser (CORS), comma-"
