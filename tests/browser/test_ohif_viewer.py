@@ -144,32 +144,6 @@ def _gateway_complaints(result: dict[str, Any], gateway_url: str) -> list[str]:
     return out
 
 
-def _known_demo_pacs_issue(result: dict[str, Any], seen: list[GatewayRequest]) -> str | None:
-    """The two gateway/qrscp problems that stop OHIF on the demo PACS today, if seen.
-
-    pynetdicom's qrscp (the demo PACS) is strict and sparse at STUDY level, and OHIF's
-    study query meets both: remove this when the gateway handles them.
-
-    1. OHIF asks ``/studies?...&includefield=00080060`` (Modality, a SERIES attribute);
-       the gateway puts it in the STUDY-level C-FIND identifier, qrscp answers 0xA900
-       (identifier does not match SOP class), the gateway 502s, OHIF gives up.
-    2. qrscp returns no ModalitiesInStudy, the gateway answers ``"00080061": {"vr": "CS"}``
-       (valid PS3.18 JSON for an empty value) and OHIF 3.13's ``getModalities`` reads
-       ``ModalitiesInStudy.Value.length`` -> TypeError -> "study not available".
-    """
-    if any(r.status == 502 and r.path.endswith("/studies") and "00080060" in r.query for r in seen):
-        return (
-            "known issue: study-level QIDO with includefield=00080060 (Modality) -> "
-            "C-FIND 0xA900 from the demo PACS (qrscp) -> 502; OHIF cannot open the study"
-        )
-    if any("getModalities" in e["text"] for e in result.get("consoleErrors", [])):
-        return (
-            "known issue: the demo PACS returns no ModalitiesInStudy, the gateway sends "
-            '"00080061": {"vr": "CS"} and OHIF 3.13 getModalities() throws on it'
-        )
-    return None
-
-
 def _central_stddev(png: Path) -> tuple[float, float, tuple[int, int]]:
     """Grey-level std and mean of the middle 60% of the image (overlay text stays out)."""
     grey = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
@@ -258,10 +232,6 @@ def test_ohif_renders_ct_slice(
             f"screenshots: {shot} {page_shot}\nfull browser log: {result_json}"
         )
 
-    if vp.kind == "demo" and not result["rendered"]:
-        known = _known_demo_pacs_issue(result, requests_seen)
-        if known:
-            pytest.xfail(known)
     assert result["rendered"], "OHIF did not render an image in a viewport" + context()
 
     assert shot.is_file(), "no viewport screenshot was written" + context()
