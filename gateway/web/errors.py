@@ -33,16 +33,27 @@ def loggable_path(request: Request) -> str:
     return route_template(request.scope)
 
 
+def _closing(request: Request, headers: dict[str, str]) -> dict[str, str]:
+    """An error to a request with a body (STOW) may come before the body was read;
+    the server then closes the connection after the answer, so it says so
+    (RFC 9112 9.6): a client must not send its next request on that connection
+    (seen: requests' pool reused it and got "Remote end closed connection")."""
+    if request.method in ("POST", "PUT"):
+        headers = {**headers, "Connection": "close"}
+    return headers
+
+
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:
         log.warning("%s %s -> %d: %s", request.method, loggable_path(request), exc.status, exc)
-    return error_response(exc.status, str(exc), exc.headers())
+    return error_response(exc.status, str(exc), _closing(request, exc.headers()))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, exc.detail, dict(exc.headers or {}))
+    headers = _closing(request, dict(exc.headers or {}))
+    return error_response(exc.status_code, exc.detail, headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:

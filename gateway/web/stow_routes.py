@@ -176,9 +176,13 @@ async def store_instances(request: Request) -> Response:
 
 
 def _broken(result: StowResult, media: str, status: int, reason: str) -> Response:
+    """The body was not read to its end: the connection closes after this answer,
+    and says so (see web/errors.py)."""
     if not result.stored and not result.failed:
-        return error_response(status, reason)
-    return _stow_response(result, media, status, reason)
+        return error_response(status, reason, {"Connection": "close"})
+    response = _stow_response(result, media, status, reason)
+    response.headers["Connection"] = "close"
+    return response
 
 
 def routes() -> list[BaseRoute]:

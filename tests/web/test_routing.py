@@ -62,3 +62,20 @@ def test_options_describes_the_service(closed_port: Any) -> None:
             "OPTIONS",
             "POST",
         }
+
+
+def test_rejected_uploads_close_the_connection_and_say_so(closed_port: Any) -> None:
+    """A STOW refused before its body was read: ``Connection: close``, so a client's
+    pool does not send the next request on a connection the server is closing."""
+    with GatewayServer(closed_port.pacs_config()) as gw, requests.Session() as http:
+        big = b"x" * (4 << 20)  # more than the socket buffers: the body is not drained
+        for _ in range(5):
+            for body, ctype in (
+                (big, 'multipart/related; type="image/png"'),
+                (b"hi", "text/plain"),
+            ):
+                r = http.post(
+                    gw.url + "/studies", data=body, headers={"Content-Type": ctype}, timeout=30
+                )
+                assert r.status_code == 415, r.text
+                assert r.headers.get("connection", "").lower() == "close"
