@@ -24,7 +24,6 @@ import numpy as np
 import pydicom
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
-from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
@@ -32,6 +31,7 @@ from gateway.web.app import create_app
 from tests.peers import DcmqrscpServer, OrthancServer
 from tests.peers.dcmtk import findscu, run_tool
 from tests.peers.gateway import GatewayServer
+from tests.web.stow_support import new_dataset
 
 Pacs = OrthancServer | DcmqrscpServer
 GatewayFactory = Callable[..., GatewayServer]
@@ -279,43 +279,19 @@ def _part10(ds: Dataset) -> bytes:
 def new_ct(
     study_uid: str, series_uid: str, number: int, *, rows: int = 64, cols: int = 48
 ) -> NewInstance:
-    """A small CT image (12-bit noise, non-square) with a fresh SOP Instance UID."""
-    sop_uid = generate_uid()
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = UID(CT_IMAGE)
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    """A small CT image (12-bit noise, non-square) with a fresh SOP Instance UID: the
+    STOW tests' dataset, with a UTF-8 character set and pixels seeded by its UID."""
+    ds = new_dataset(
+        study_uid, series_uid, number=number, rows=rows, cols=cols, patient_id="INTEROP"
+    )
     ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.SOPClassUID = UID(CT_IMAGE)
-    ds.SOPInstanceUID = UID(sop_uid)
-    ds.StudyInstanceUID = UID(study_uid)
-    ds.SeriesInstanceUID = UID(series_uid)
     ds.PatientName = "Interop^Test"
-    ds.PatientID = "INTEROP"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
     ds.StudyDate = "20240601"
     ds.StudyTime = "101500"
-    ds.StudyID = "1"
     ds.AccessionNumber = "INTEROP1"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "interop STOW"
-    ds.Modality = "CT"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = number
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    rng = np.random.default_rng(int(sop_uid.replace(".", "")[-12:]))
+    rng = np.random.default_rng(int(str(ds.SOPInstanceUID).replace(".", "")[-12:]))
     ds.PixelData = rng.integers(0, 4096, size=(rows, cols), dtype="<u2").tobytes()
-    ds["PixelData"].VR = "OW"
     return NewInstance(ds, _part10(ds))
 
 
