@@ -29,7 +29,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from gateway.web.app import create_app
 from tests.peers import DcmqrscpServer, OrthancServer
-from tests.peers.dcmtk import findscu, run_tool
+from tests.peers.dcmtk import findscu, getscu
 from tests.peers.gateway import GatewayServer
 from tests.web.stow_support import new_dataset
 
@@ -333,38 +333,22 @@ def find_in_pacs(pacs: Any, study_uid: str) -> dict[str, str]:
 
 #: getscu's storage SCP flags: accept these compressed syntaxes too (Orthanc sends
 #: what it stores, and answers C000 when the C-GET SCU cannot take it).
-_GETSCU_ACCEPT = {
-    "1.2.840.10008.1.2.5": "+xr",
-    "1.2.840.10008.1.2.4.90": "+xv",
-    "1.2.840.10008.1.2.4.80": "+xt",
-    "1.2.840.10008.1.2.4.70": "+xs",
-}
-
-
 def get_from_pacs(
     pacs: Any, study_uid: str, out_dir: Path, *, accept: Iterable[str] = ()
 ) -> dict[str, Dataset]:
     """Every instance of a study as DCMTK's getscu retrieves it from the PACS
     (C-GET, study level), by SOP Instance UID.  ``accept``: compressed transfer
     syntaxes getscu should also accept (one preferred syntax per run)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    flags = [_GETSCU_ACCEPT[ts] for ts in accept]
-    assert len(flags) <= 1, "getscu prefers one syntax per run"
-    args = [
-        "-S",
-        *flags,
-        "-aec",
-        pacs.aet,
-        "-od",
-        str(out_dir),
-        "-k",
-        "QueryRetrieveLevel=STUDY",
-        "-k",
-        f"StudyInstanceUID={study_uid}",
+    preferred = list(accept)
+    assert len(preferred) <= 1, "getscu prefers one syntax per run"
+    proc = getscu(
         pacs.host,
-        str(pacs.port),
-    ]
-    proc = run_tool("getscu", args, timeout=60)
+        pacs.port,
+        pacs.aet,
+        {"StudyInstanceUID": study_uid},
+        out_dir,
+        prefer=preferred[0] if preferred else None,
+    )
     got: dict[str, Dataset] = {}
     for path in out_dir.iterdir():
         if path.is_file():

@@ -262,12 +262,18 @@ def getscu(
     level: str = "STUDY",
     calling_aet: str = CALLING_AET,
     timeout: float = 60.0,
+    prefer: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """A C-GET with DCMTK's getscu (study root) writing instances to ``out_dir``."""
+    """A C-GET with DCMTK's getscu (study root) writing instances to ``out_dir``.
+
+    ``prefer``: a compressed transfer syntax getscu's storage SCP also accepts
+    (and prefers); without it only uncompressed ones."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t = str(max(1, round(timeout)))
+    accept = ["+" + transfer_syntax_flag(prefer)[1:]] if prefer else []
     args = [
         "-S",
+        *accept,
         "-aet",
         calling_aet,
         "-aec",

@@ -33,7 +33,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import evt
 
-from tests.peers.dcmtk import findscu, run_tool
+from tests.peers.dcmtk import findscu, getscu
 from tests.peers.faults import ScriptedPeer
 from tests.peers.gateway import GatewayServer
 
@@ -438,25 +438,12 @@ def dcmqrscp_confirmed(log_path: Path) -> set[str]:
 
 def retrieve(pacs: Any, inst: Inst, out_dir: Path) -> Dataset:
     """One instance back from the PACS with DCMTK getscu (uncompressed syntaxes)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    args = [
-        "-S",
-        "-aec",
-        pacs.aet,
-        "-od",
-        str(out_dir),
-        "-k",
-        "QueryRetrieveLevel=IMAGE",
-        "-k",
-        f"StudyInstanceUID={inst.study_uid}",
-        "-k",
-        f"SeriesInstanceUID={inst.series_uid}",
-        "-k",
-        f"SOPInstanceUID={inst.sop_uid}",
-        pacs.host,
-        str(pacs.port),
-    ]
-    proc = run_tool("getscu", args, timeout=60)
+    keys = {
+        "StudyInstanceUID": inst.study_uid,
+        "SeriesInstanceUID": inst.series_uid,
+        "SOPInstanceUID": inst.sop_uid,
+    }
+    proc = getscu(pacs.host, pacs.port, pacs.aet, keys, out_dir, level="IMAGE")
     files = [p for p in out_dir.iterdir() if p.is_file()]
     for path in files:
         ds = pydicom.dcmread(path)
