@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydicom.datadict import tag_for_keyword
+
 ENV_PREFIX = "DICOMWEB_GATEWAY_"
 
 _AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, <= 16
@@ -39,6 +41,7 @@ class PacsConfig:
     port: int
     retrieve_method: Literal["get", "move"] = "get"
     max_associations: int = 4
+    header_attributes: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, spec: str, name: str = "default") -> PacsConfig:
@@ -70,6 +73,7 @@ class Settings:
     qido_empty_status: int = 204
     qido_charset: str = "ISO_IR 192"
     qido_fill: Literal["off", "series", "all"] = "all"
+    qido_header_retrieves: int = 100
     stow_concurrency: int = 4
     stow_max_bytes: int = 8 << 30
     stow_spool_bytes: int = 8 << 20
@@ -107,7 +111,9 @@ SETTINGS_HELP: dict[str, str] = {
     "X-Forwarded-* headers are present; empty = derived from the request.",
     "calling_aet": "AE title the gateway uses when it calls the PACS.",
     "pacs": "The PACS, as AET@host:port (env/CLI), or [[pacs]] tables in TOML with "
-    "name, aet, host, port, retrieve_method (get|move), max_associations.",
+    "name, aet, host, port, retrieve_method (get|move), max_associations, "
+    "header_attributes (series/instance keywords the PACS does not keep for C-FIND, "
+    "matched and returned from the instances' headers: docs/qido.md).",
     "connect_timeout": "Seconds to wait for the TCP connection to the PACS.",
     "accept_timeout": "Seconds to wait for A-ASSOCIATE-AC/RJ after the request.",
     "dimse_timeout": "Seconds to wait for each DIMSE response (or pending response).",
@@ -126,6 +132,9 @@ SETTINGS_HELP: dict[str, str] = {
     "counts: all = SERIES- and IMAGE-level C-FINDs per returned study (costly on "
     "dcmqrscp, see docs/qido.md); series = only the SERIES-level one (modalities, "
     "series counts, ModalitiesInStudy matching; no instance counts); off = none.",
+    "qido_header_retrieves": "Most retrieves one search may start to read a PACS's "
+    "header_attributes from the instances; results beyond are returned unchecked, with "
+    "a Warning.",
     "stow_concurrency": "Instances of one STOW-RS request stored at once (each on its own "
     "pooled association).",
     "stow_max_bytes": "Largest STOW-RS request body in bytes; larger ones get 413.",
@@ -186,6 +195,14 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
         raise ConfigError(f"{name}: cannot use {raw!r}") from None
 
 
+def _keywords(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        raw = [k for k in raw.split(",") if k.strip()]
+    if not isinstance(raw, (list, tuple)):
+        raise TypeError(f"header_attributes: expected a list of keywords, got {raw!r}")
+    return tuple(str(k).strip() for k in raw)
+
+
 def _pacs_from_toml(items: Any) -> tuple[PacsConfig, ...]:
     if not isinstance(items, list):
         raise ConfigError("pacs: expected [[pacs]] tables")
@@ -203,6 +220,7 @@ def _pacs_from_toml(items: Any) -> tuple[PacsConfig, ...]:
                     port=int(item["port"]),
                     retrieve_method=item.get("retrieve_method", "get"),
                     max_associations=int(item.get("max_associations", 4)),
+                    header_attributes=_keywords(item.get("header_attributes", ())),
                 )
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -262,6 +280,9 @@ def validate(s: Settings) -> None:
             raise ConfigError(f"pacs {p.name}: retrieve_method must be get or move")
         if p.max_associations < 1:
             raise ConfigError(f"pacs {p.name}: max_associations must be >= 1")
+        for keyword in p.header_attributes:
+            if tag_for_keyword(keyword) is None:
+                raise ConfigError(f"pacs {p.name}: header_attributes: {keyword!r} is no keyword")
     if s.qido_empty_status not in (200, 204):
         raise ConfigError("qido_empty_status: must be 200 or 204")
     if not s.base_path.startswith("/") or s.base_path.endswith("/"):
@@ -275,6 +296,8 @@ def validate(s: Settings) -> None:
     for name in ("connect_timeout", "accept_timeout", "dimse_timeout", "network_timeout"):
         if getattr(s, name) <= 0:
             raise ConfigError(f"{name}: must be > 0")
+    if s.qido_header_retrieves < 0:
+        raise ConfigError("qido_header_retrieves: must be >= 0")
     if s.qido_fill not in ("off", "series", "all"):
         raise ConfigError("qido_fill: must be off, series or all")
     if s.log_format not in ("text", "json"):

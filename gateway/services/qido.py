@@ -35,6 +35,7 @@ from gateway.services.qido_attributes import (
     tag_of,
 )
 from gateway.services.qido_fill import MODALITIES_IN_STUDY, Completer, has_value
+from gateway.services.qido_headers import HeaderReader, HeaderSource
 from gateway.services.qido_identifier import build_identifier
 from gateway.services.qido_plan import merge_parent, scope_to_parent, split_relational
 from gateway.services.qido_query import QidoQuery
@@ -162,7 +163,11 @@ def _matches_modalities(query: QidoQuery) -> bool:
 
 
 async def _level_matches(
-    pacs: PacsClient, query: QidoQuery, charset: str, completer: Completer
+    pacs: PacsClient,
+    query: QidoQuery,
+    charset: str,
+    completer: Completer,
+    headers: HeaderReader | None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """One level's C-FIND, with ModalitiesInStudy matched by the gateway when the PACS cannot.
 
@@ -173,8 +178,13 @@ async def _level_matches(
     are filled in (qido_fill) a few studies at a time, in the PACS's order, and
     the studies that match are passed on.  Limit and offset count after this
     filter, and a consumer that has enough stops the fill-in C-FINDs.
+
+    A key on an attribute the PACS does not keep (``header_attributes``) is
+    decided the same way, from the instances' headers (qido_headers).
     """
-    if not _matches_modalities(query):
+    by_headers = headers is not None and bool(headers.matched) and headers.level == query.level
+    by_modalities = _matches_modalities(query)
+    if not by_modalities and not by_headers:
         async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
             async for item in items:
                 yield item
@@ -182,26 +192,36 @@ async def _level_matches(
     pending: list[dict[str, Any]] = []
     async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
         async for item in items:
-            if pending or not has_value(item, MODALITIES_IN_STUDY):
+            if pending or by_headers or not has_value(item, MODALITIES_IN_STUDY):
                 pending.append(item)
             else:
                 yield item
     window = 2 * completer.width
     for start in range(0, len(pending), window):
         chunk = pending[start : start + window]
-        await completer.complete("STUDY", chunk, modalities_only=True)
-        for item in chunk:
-            if matches_query(query, item):
+        if by_modalities:
+            await completer.complete("STUDY", chunk, modalities_only=True)
+        known = [frozenset[int]()] * len(chunk)
+        if headers is not None and by_headers:
+            read = await headers.fill(chunk)
+            known = [headers.matched if r else frozenset() for r in read]
+        for item, trusted in zip(chunk, known, strict=True):
+            if matches_query(query, item, trusted):
                 yield item
 
 
 async def _matches(
-    pacs: PacsClient, query: QidoQuery, charset: str, completer: Completer
+    pacs: PacsClient,
+    query: QidoQuery,
+    charset: str,
+    completer: Completer,
+    headers: HeaderReader | None = None,
 ) -> AsyncGenerator[dict[str, Any], None]:
     """The query's matches, split into hierarchical C-FINDs when it needs that."""
     split = split_relational(query)
     if split is None:
-        async with contextlib.aclosing(_level_matches(pacs, query, charset, completer)) as items:
+        level = _level_matches(pacs, query, charset, completer, headers)
+        async with contextlib.aclosing(level) as items:
             async for item in items:
                 yield item
         return
@@ -209,14 +229,15 @@ async def _matches(
     # The parents are collected first so that their association is back in the
     # pool before the children's C-FINDs start: nested acquires could exhaust it.
     async with contextlib.aclosing(
-        _matches(pacs, parent_query, charset, completer)
+        _matches(pacs, parent_query, charset, completer, headers)
     ) as parent_items:
         parents = [p async for p in parent_items]
     for parent in parents:
         scoped = scope_to_parent(child_query, parent)
         if scoped is None:
             continue
-        async with contextlib.aclosing(_matches(pacs, scoped, charset, completer)) as items:
+        children = _matches(pacs, scoped, charset, completer, headers)
+        async with contextlib.aclosing(children) as items:
             async for item in items:
                 yield merge_parent(item, parent)
 
@@ -229,18 +250,22 @@ async def search(
     charset: str,
     max_results: int,
     fill: str = "all",
+    header_source: HeaderSource | None = None,
 ) -> SearchResult:
     """Run the C-FIND(s) and return at most ``limit`` matches after ``offset``.
 
     ``fill`` is the qido_fill setting (what the gateway asks for itself when
-    the PACS leaves ModalitiesInStudy and the counts out: qido_fill.py)."""
+    the PACS leaves ModalitiesInStudy and the counts out: qido_fill.py);
+    ``header_source`` reads the PACS's ``header_attributes`` from the
+    instances (qido_headers.py)."""
     limit = max_results if query.limit is None else min(query.limit, max_results)
     wanted = query.offset + limit
     found: list[dict[str, Any]] = []
     seen = 0
     more = False
     completer = Completer(pacs, fill)
-    async with contextlib.aclosing(_matches(pacs, query, charset, completer)) as items:
+    headers = header_source.reader(pacs, query) if header_source is not None else None
+    async with contextlib.aclosing(_matches(pacs, query, charset, completer, headers)) as items:
         async for item in items:
             seen += 1
             if seen <= query.offset:
@@ -251,8 +276,12 @@ async def search(
             found.append(item)
     # Only the returned page is completed, after every C-FIND of the search is closed.
     await completer.complete(query.level, found, study_uid=query.study_uid)
+    if headers is not None and headers.returned:
+        await headers.fill(found)
     matches = [finish_match(item, query, base_url) for item in found]
     warnings = list(query.warnings)
+    if headers is not None and (skipped := headers.warning()):
+        warnings.append(skipped)
     if more:
         # PS3.18 8.3.4.4: the count is unknown because the query was cancelled
         # as soon as one more match than needed had arrived (docs/qido.md).

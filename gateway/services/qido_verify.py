@@ -13,6 +13,11 @@ sequence matching (PS3.4 C.2.2.2.6): the result matches when any one item of
 the sequence matches all the query's keys of that sequence together.  A result
 whose sequence is absent or has no items is kept, like any attribute the PACS
 did not return.
+
+Attributes the gateway read from the instances' own headers (``known``,
+qido_headers.py) are not given that benefit of the doubt: there an absent or
+empty value is the instance's real value, so it fails a key that is not
+universal, as the PACS would have done had it kept the attribute.
 """
 
 from __future__ import annotations
@@ -45,7 +50,17 @@ def _values(item: Mapping[str, Any], tag: int) -> list[Any] | None:
     return [v for v in values if v is not None] if values else []
 
 
-def _key_matches(key: MatchKey, values: list[Any]) -> bool:
+def _time_matches(key: MatchKey, value: str) -> bool:
+    """TM single value or range (PS3.4 C.2.2.2.5), on HHMMSS[.F] strings without colons."""
+    value = value.replace(":", "").strip()
+    wanted = str(key.value).replace(":", "")
+    if key.matching == "range":
+        low, _, high = wanted.partition("-")
+        return (not low or value >= low) and (not high or value[: len(high)] <= high)
+    return value == wanted or value.startswith(wanted + ".")
+
+
+def _key_matches(key: MatchKey, values: list[Any], known: bool = False) -> bool:
     vr = key.vr
     value = key.value
     if vr == "DA" and isinstance(value, str):
@@ -54,7 +69,9 @@ def _key_matches(key: MatchKey, values: list[Any]) -> bool:
         low, _, high = value.partition("-") if key.matching == "range" else (value, "", value)
         return any((not low or str(v) >= low) and (not high or str(v) <= high) for v in values)
     if not values:
-        return True  # empty in the result: the PACS may simply not keep it
+        return not known  # empty in the result: the PACS may simply not keep it
+    if vr == "TM" and isinstance(value, str):
+        return any(_time_matches(key, str(v)) for v in values)
     if vr == "UI" and isinstance(value, str):
         wanted = set(value.split("\\"))
         return any(str(v) in wanted for v in values)
@@ -73,12 +90,24 @@ def _key_matches(key: MatchKey, values: list[Any]) -> bool:
     return True
 
 
-def matches_query(query: QidoQuery, item: Mapping[str, Any]) -> bool:
-    """Whether a result agrees with every match key it lets us check, in sequences too."""
-    return _matches_keys(query.match_keys, item, 0)
+def matches_query(
+    query: QidoQuery, item: Mapping[str, Any], known: frozenset[int] = frozenset()
+) -> bool:
+    """Whether a result agrees with every match key it lets us check, in sequences too.
+
+    ``known``: top-level tags whose presence and values in ``item`` are the truth
+    (read from the instance), not what a PACS chose to return.
+    """
+    return _matches_keys(query.match_keys, item, 0, known)
 
 
-def _matches_keys(keys: Sequence[MatchKey], item: Mapping[str, Any], depth: int) -> bool:
+def _matches_keys(
+    keys: Sequence[MatchKey],
+    item: Mapping[str, Any],
+    depth: int,
+    known: frozenset[int] = frozenset(),
+    inside_known: bool = False,
+) -> bool:
     """Whether ``item`` (a result, or a sequence item at ``depth``) matches ``keys``.
 
     ``keys`` are paths from the top level; ``path[depth]`` is the element in
@@ -91,17 +120,27 @@ def _matches_keys(keys: Sequence[MatchKey], item: Mapping[str, Any], depth: int)
         if len(key.path) > depth + 1:
             nested.setdefault(tag, []).append(key)
             continue
-        if key.vr not in _CHECKED_VRS:
+        is_known = inside_known or (depth == 0 and tag in known)
+        if key.vr not in _CHECKED_VRS and not (is_known and key.vr == "TM"):
+            if is_known and not _values(item, tag):
+                return False  # the instance has no value: only universal matching would match
             continue
         values = _values(item, tag)
-        if values is not None and not _key_matches(key, values):
+        if values is None and is_known:
+            values = []
+        if values is not None and not _key_matches(key, values, is_known):
             return False
     for tag, inner in nested.items():
         items = _values(item, tag)
+        sequence_known = inside_known or (depth == 0 and tag in known)
         if not items:
+            if sequence_known:
+                return False  # the instances have no such sequence (or no item)
             continue  # sequence not returned, or returned without items: trust the PACS
         if not any(
-            isinstance(child, Mapping) and _matches_keys(inner, child, depth + 1) for child in items
+            isinstance(child, Mapping)
+            and _matches_keys(inner, child, depth + 1, known, sequence_known)
+            for child in items
         ):
             return False
     return True

@@ -25,6 +25,7 @@ from gateway.config import Settings
 from gateway.metrics import Registry
 from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
+from gateway.services.qido_headers import HeaderSource
 from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
 from gateway.web import qido_routes, rendered_routes, stow_routes, wado_routes, wado_uri_routes
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
             log_uids=settings.log_phi,
         )
         app.state.views = InstanceViews(settings.metadata_bulk_threshold)
+        app.state.qido_headers = HeaderSource(app.state.retriever, settings.qido_header_retrieves)
         reaper = asyncio.create_task(
             _expire_idle(directory, max(settings.pool_idle_seconds / 2, 0.5))
         )

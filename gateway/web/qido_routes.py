@@ -68,6 +68,7 @@ async def _search(request: Request, level: Level) -> Response:
         charset=settings.qido_charset,
         max_results=settings.qido_max_results,
         fill=settings.qido_fill,
+        header_source=request.app.state.qido_headers,
     )
     return add_warnings(
         request, _represent(result.matches, representation, settings), result.warnings

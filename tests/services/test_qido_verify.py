@@ -106,3 +106,46 @@ def test_nested_sequences() -> None:
 
     assert matches_query(query, result("1.2.840.1"))
     assert not matches_query(query, result("1.2.840.2"))
+
+
+# --- attributes read from the instances' headers (qido_headers): absence is an answer
+
+PPS_DATE, PPS_TIME = 0x00400244, 0x00400245
+KNOWN = frozenset({0x00400275, PPS_DATE, PPS_TIME})
+
+
+def test_a_known_sequence_without_a_matching_item_does_not_match() -> None:
+    query = _series_query(("RequestAttributesSequence.RequestedProcedureID", "RP1"))
+    uid_only = {"0020000E": {"vr": "UI", "Value": ["1.2.3"]}}
+    for item in (uid_only, {REQUEST_ATTRIBUTES: {"vr": "SQ"}}, _series(_item(sps_id="SPS1"))):
+        assert matches_query(query, item)  # what a PACS left out is trusted ...
+        assert not matches_query(query, item, KNOWN)  # ... what the instance lacks is not
+    assert matches_query(query, _series(_item("RP1")), KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("key", "match", "value", "expected"),
+    [
+        ("PerformedProcedureStepStartDate", "20200202", None, False),
+        ("PerformedProcedureStepStartDate", "20200202", "20200202", True),
+        ("PerformedProcedureStepStartTime", "121212", "121212", True),
+        ("PerformedProcedureStepStartTime", "121212", "121212.5", True),
+        ("PerformedProcedureStepStartTime", "121212", "131313", False),
+        ("PerformedProcedureStepStartTime", "130000-", "131313", True),
+        ("PerformedProcedureStepStartTime", "130000-", "121212", False),
+        ("PerformedProcedureStepStartTime", "-130000", "121212", True),
+        ("PerformedProcedureStepStartTime", "121212", None, False),
+    ],
+)
+def test_known_dates_and_times(key: str, match: str, value: str | None, expected: bool) -> None:
+    query = _series_query((key, match))
+    tag = PPS_DATE if key.endswith("Date") else PPS_TIME
+    vr = "DA" if tag == PPS_DATE else "TM"
+    item = {f"{tag:08X}": {"vr": vr, "Value": [value]} if value else {"vr": vr}}
+    assert matches_query(query, item, KNOWN) is expected
+
+
+def test_times_are_not_checked_unless_known() -> None:
+    """A PACS's TM matching stands (formats vary); only header values are checked."""
+    query = _series_query(("PerformedProcedureStepStartTime", "121212"))
+    assert matches_query(query, {f"{PPS_TIME:08X}": {"vr": "TM", "Value": ["131313"]}})

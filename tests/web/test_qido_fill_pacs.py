@@ -11,19 +11,23 @@ this module starts its own pair, seeded with four small studies written here:
 What it shows: sequence matching (PS3.4 C.2.2.2.6) is re-checked by the gateway
 (Orthanc ignores the key but returns the items); ModalitiesInStudy and the
 Number Of ... Related counts are right behind dcmqrscp, which keeps none of
-them, and ModalitiesInStudy is matched.  What stays out of reach behind
-dcmqrscp: it indexes neither RequestAttributesSequence nor the Performed
-Procedure Step start date/time (nor SOPClassUID), so it neither matches nor
-returns them and the gateway has nothing to check (strict xfail below).
+them, and ModalitiesInStudy is matched.  dcmqrscp indexes neither
+RequestAttributesSequence nor the Performed Procedure Step start date/time (nor
+SOPClassUID), so it neither matches nor returns them: with the default PACS
+entry the gateway has nothing to check (strict xfail below); with those
+attributes named in the entry's ``header_attributes`` the gateway reads them
+from the instances and matches them itself (the last section, both PACS).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
@@ -33,7 +37,16 @@ from tests.peers import DcmqrscpServer, OrthancServer, dcmqrscp_binary, orthanc_
 from tests.peers.common import need
 from tests.peers.dcmtk import dcmtk_available
 from tests.peers.gateway import GatewayServer
-from tests.web.test_qido_pacs import get, matches, search, tag, uids, value, xfail_on
+from tests.web.test_qido_pacs import (
+    get,
+    matches,
+    search,
+    tag,
+    uids,
+    value,
+    warnings,
+    xfail_on,
+)
 
 Pacs = OrthancServer | DcmqrscpServer
 
@@ -258,3 +271,124 @@ def test_modalities_in_study_paging(gateway: GatewayServer) -> None:
     last = get(gateway.url + "/studies", {**params, "limit": "2", "offset": "2"})
     assert uids(matches(last), STUDY_UID) == everything[2:]
     assert "Warning" not in last.headers
+
+
+# --------------------------------------------------------------------------- header_attributes
+
+#: What dcmqrscp does not keep; configured for both PACS, so that Orthanc's answers
+#: (which it matches itself) show that reading them from the headers changes nothing.
+HEADER_ATTRIBUTES = (
+    "SOPClassUID",
+    "PerformedProcedureStepStartDate",
+    "PerformedProcedureStepStartTime",
+    "RequestAttributesSequence",
+)
+
+
+@pytest.fixture(scope="module")
+def header_gateways(pacs: Pacs) -> Iterator[dict[int, GatewayServer]]:
+    """Gateways whose PACS entry names HEADER_ATTRIBUTES, by qido_header_retrieves (100, 0)."""
+    config = dataclasses.replace(pacs.pacs_config(), header_attributes=HEADER_ATTRIBUTES)
+    started = {n: GatewayServer(config, qido_header_retrieves=n).start() for n in (100, 0)}
+    yield started
+    for server in started.values():
+        server.stop()
+
+
+@pytest.fixture
+def header_gateway(header_gateways: dict[int, GatewayServer]) -> GatewayServer:
+    return header_gateways[100]
+
+
+def _dimse_count(gateway: GatewayServer, operation: str) -> float:
+    text = requests.get(gateway.root + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("dicomweb_dimse_operations_total{") and f'"{operation}"' in line
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"RequestAttributesSequence.RequestedProcedureID": "RP2"}, {2}),
+        ({"00400275.ScheduledProcedureStepID": "SPS1"}, {1}),
+        ({"RequestAttributesSequence.RequestedProcedureID": "RP?"}, {1, 2}),
+        ({"RequestAttributesSequence.RequestedProcedureID": "RP3"}, set()),
+        (
+            {
+                "RequestAttributesSequence.RequestedProcedureID": "RP1",
+                "RequestAttributesSequence.ScheduledProcedureStepID": "SPS2",
+            },
+            set(),
+        ),
+        ({"PerformedProcedureStepStartDate": "20200303"}, {2}),
+        ({"PerformedProcedureStepStartDate": "20200101-20200228"}, {1}),
+        ({"PerformedProcedureStepStartTime": "121212"}, {1}),
+        ({"PerformedProcedureStepStartTime": "130000-"}, {2}),
+    ],
+)
+def test_header_attributes_are_matched(
+    header_gateway: GatewayServer, params: dict[str, str], expected: set[int]
+) -> None:
+    got = search(header_gateway, _series("1"), params)
+    assert set(uids(got, SERIES_UID)) == {f"{ROOT}1.{n}" for n in expected}
+
+
+def test_header_attributes_absent_from_the_instances_do_not_match(
+    header_gateway: GatewayServer,
+) -> None:
+    """Study 2's series has no PPS date: read from its header, that is an answer, not a gap."""
+    got = search(header_gateway, _series("2"), {"PerformedProcedureStepStartDate": "20200101-"})
+    assert got == []
+    everything = search(header_gateway, _series("2"))
+    assert [i[tag("PerformedProcedureStepStartDate")] for i in everything] == [{"vr": "DA"}]
+
+
+def test_header_attributes_are_returned(header_gateway: GatewayServer) -> None:
+    got = {value(i, SERIES_UID): i for i in search(header_gateway, _series("1"))}
+    for number, (_, _, request) in enumerate(STUDIES["1"], start=1):
+        assert request is not None
+        rp_id, sps_id, date, time = request
+        item = got[f"{ROOT}1.{number}"]
+        assert value(item, tag("PerformedProcedureStepStartDate")) == date
+        assert value(item, tag("PerformedProcedureStepStartTime")) == time
+        (seq_item,) = item[tag("RequestAttributesSequence")]["Value"]
+        assert (value(seq_item, REQUESTED_PROCEDURE_ID), value(seq_item, SPS_ID)) == (rp_id, sps_id)
+
+
+@pytest.mark.parametrize(("sop_class", "expected"), [("MR", [1, 2]), ("CT", [])])
+def test_sop_class_is_matched_and_returned(
+    header_gateway: GatewayServer, sop_class: str, expected: list[int]
+) -> None:
+    path = f"/studies/{ROOT}1/series/{ROOT}1.1/instances"
+    got = search(header_gateway, path, {"SOPClassUID": SOP_CLASS[sop_class]})
+    sop_uid = tag("SOPInstanceUID")
+    assert sorted(uids(got, sop_uid)) == [f"{ROOT}1.1.{n}" for n in expected]
+    assert all(value(i, tag("SOPClassUID")) == SOP_CLASS["MR"] for i in got)
+
+
+def test_a_second_search_reads_the_headers_from_the_cache(header_gateway: GatewayServer) -> None:
+    params = {"PerformedProcedureStepStartDate": "20200202"}
+    first = search(header_gateway, _series("1"), params)
+    retrieves = _dimse_count(header_gateway, "C-GET")
+    assert retrieves >= 1  # this gateway has read the headers at least once
+    second = search(header_gateway, _series("1"), params)
+    assert second == first
+    assert _dimse_count(header_gateway, "C-GET") == retrieves
+
+
+def test_a_search_beyond_its_retrieves_says_what_it_did_not_check(
+    pacs: Pacs, header_gateways: dict[int, GatewayServer]
+) -> None:
+    gateway = header_gateways[0]
+    response = get(gateway.url + _series("3"), {"PerformedProcedureStepStartDate": "20200202"})
+    got = matches(response)
+    if pacs.kind == "orthanc":
+        # Orthanc matches the key itself: no candidate is left to read, nothing to say.
+        assert (got, warnings(response)) == ([], [])
+        return
+    # dcmqrscp ignores the key: its one candidate is returned unchecked, and said to be.
+    assert uids(got, SERIES_UID) == [f"{ROOT}3.1"]
+    assert any("not checked" in w for w in warnings(response)), warnings(response)
