@@ -120,15 +120,20 @@ async def _echo(settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo.pacs import start_demo_pacs
+    from gateway.demo.pacs import DEMO_HEADER_ATTRIBUTES, start_demo_pacs
 
     settings = _settings(args)
     print("Starting the demo PACS (pynetdicom qrscp) and storing sample studies...", flush=True)
     pacs = start_demo_pacs(ct_slices=args.ct_slices, gateway_aet=settings.calling_aet)
     try:
-        settings = _settings(
-            args, pacs=(PacsConfig(name="demo", aet=pacs.aet, host=pacs.host, port=pacs.port),)
+        demo = PacsConfig(
+            name="demo",
+            aet=pacs.aet,
+            host=pacs.host,
+            port=pacs.port,
+            header_attributes=DEMO_HEADER_ATTRIBUTES,
         )
+        settings = _settings(args, pacs=(demo,))
         url = f"http://{settings.host}:{settings.port}{settings.base_path}"
         banner = (
             f"Demo PACS {pacs.aet} on {pacs.host}:{pacs.port} holds "

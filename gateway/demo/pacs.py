@@ -14,6 +14,9 @@ Known qrscp limits the gateway has to live with here: C-FIND answers once per st
 *instance* even at STUDY/SERIES level (duplicates), and only returns the 12 keys it
 indexes (patient ID/name, study UID/date/time/accession/ID, series UID/modality/number,
 SOP instance UID/number): no descriptions, no ModalitiesInStudy, no counts.
+The demo's PACS entry therefore names ``DEMO_HEADER_ATTRIBUTES``: the gateway reads
+those from the instances (docs/qido.md, header_attributes), so a viewer's series list
+has its descriptions and an instance search its SOP classes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,10 @@ from pynetdicom.association import Association
 
 from gateway.demo.sample import SampleInstance, SampleManifest, write_demo_studies
 
-__all__ = ["DemoPacs", "echo", "start_demo_pacs", "store_instances"]
+__all__ = ["DEMO_HEADER_ATTRIBUTES", "DemoPacs", "echo", "start_demo_pacs", "store_instances"]
+
+#: Series and instance attributes qrscp does not keep that viewers and curl users read.
+DEMO_HEADER_ATTRIBUTES = ("SOPClassUID", "SeriesDescription")
 
 VERIFICATION = "1.2.840.10008.1.1"
 DEMO_AET = "DEMOPACS"

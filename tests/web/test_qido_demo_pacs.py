@@ -15,16 +15,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pydicom
 import pytest
 import requests
 
 from gateway.config import PacsConfig
-from gateway.demo.pacs import DemoPacs, start_demo_pacs
+from gateway.demo.pacs import DEMO_HEADER_ATTRIBUTES, DemoPacs, start_demo_pacs
 from tests.peers.gateway import GatewayServer
 
 STUDY_UID, SERIES_UID = "0020000D", "0020000E"
 MODALITY, MODALITIES = "00080060", "00080061"
 STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = "00201206", "00201208", "00201209"
+SERIES_DESCRIPTION, SOP_UID, SOP_CLASS = "0008103E", "00080018", "00080016"
 OHIF_STUDY_SEARCH = {"limit": "101", "offset": "0", "fuzzymatching": "false"}
 
 
@@ -39,7 +41,14 @@ def demo() -> Iterator[DemoPacs]:
 
 @pytest.fixture(scope="module")
 def gateway(demo: DemoPacs) -> Iterator[GatewayServer]:
-    server = GatewayServer(PacsConfig(name="demo", aet=demo.aet, host=demo.host, port=demo.port))
+    config = PacsConfig(
+        name="demo",
+        aet=demo.aet,
+        host=demo.host,
+        port=demo.port,
+        header_attributes=DEMO_HEADER_ATTRIBUTES,  # as ``dicomweb-gateway demo`` has it
+    )
+    server = GatewayServer(config)
     server.start()
     try:
         yield server
@@ -100,3 +109,22 @@ def test_modalities_in_study_matching(
     assert {value(i, SERIES_UID) for i in series} == {
         i.series_uid for i in demo.manifest if i.study_uid in expected
     }
+
+
+def test_series_descriptions_and_sop_classes_from_the_headers(
+    gateway: GatewayServer, demo: DemoPacs
+) -> None:
+    """qrscp keeps neither; the demo's header_attributes make the gateway read them."""
+    for study, instances in demo.manifest.studies().items():
+        for item in search(gateway, f"/studies/{study}/series"):
+            series_uid = value(item, SERIES_UID)
+            first = next(i for i in instances if i.series_uid == series_uid)
+            expected = pydicom.dcmread(first.path, stop_before_pixels=True).SeriesDescription
+            assert item[SERIES_DESCRIPTION].get("Value", [""])[0] == expected
+            classes = {
+                value(i, SOP_UID): value(i, SOP_CLASS)
+                for i in search(gateway, f"/studies/{study}/series/{series_uid}/instances")
+            }
+            assert classes == {
+                i.sop_uid: i.sop_class_uid for i in instances if i.series_uid == series_uid
+            }
