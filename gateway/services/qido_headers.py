@@ -13,8 +13,8 @@ opens the series next finds it there, and a second search costs no retrieve):
 
 - a series result: one instance of the series (the series' attributes are the
   same in each of its instances);
-- an instance result: that instance; several results of one series retrieve
-  the series once.
+- an instance result: that instance, or its whole series once when the search
+  is scoped to that series.
 
 Each retrieve is a C-FIND and a C-GET (or C-MOVE), so a search may start at
 most ``max_retrieves`` of them; results beyond that keep what the PACS said
@@ -230,7 +230,13 @@ class HeaderReader:
             return []
 
     async def _load_instances(self, items: Sequence[dict[str, Any]]) -> None:
-        """Headers of every instance result, one retrieve per series (cached series: none)."""
+        """Headers of every instance result (a cached series costs no retrieve).
+
+        A search scoped to one series retrieves that series once, as a viewer
+        opening it would.  A search across series retrieves instance by
+        instance, each one retrieve of the budget: retrieving every series an
+        instance search touches could pull in far more than the search needs.
+        """
         by_series: dict[tuple[str, str], list[str]] = {}
         for item in items:
             ident = self._identity(item)
@@ -240,13 +246,18 @@ class HeaderReader:
         for (study, series), sops in by_series.items():
             cached = await self._retriever.cached(Target(study, series))
             if cached is None:
-                if not self._spend():
-                    self.skipped += len(sops)
-                    continue
-                whole = len(sops) > 1 or self._query.series_uid is not None
-                targets = [Target(study, series)] if whole else [Target(study, series, sops[0])]
-                cached = [i for t in targets for i in await self._collect(t)]
-            await self._read([i for i in cached if i.sop_instance_uid in set(sops)])
+                whole = self._query.series_uid is not None
+                targets = (
+                    [Target(study, series)] if whole else [Target(study, series, s) for s in sops]
+                )
+                cached = []
+                for target in targets:
+                    if not self._spend():
+                        self.skipped += len(sops) if whole else 1
+                        continue
+                    cached += await self._collect(target)
+            wanted = set(sops)
+            await self._read([i for i in cached if i.sop_instance_uid in wanted])
 
     async def _one_of_series(self, study: str, series: str) -> dict[str, Any] | None:
         """The header of any one instance of the series: the series' attributes."""

@@ -392,3 +392,25 @@ def test_a_search_beyond_its_retrieves_says_what_it_did_not_check(
     # dcmqrscp ignores the key: its one candidate is returned unchecked, and said to be.
     assert uids(got, SERIES_UID) == [f"{ROOT}3.1"]
     assert any("not checked" in w for w in warnings(response)), warnings(response)
+
+
+@pytest.fixture
+def fresh_header_gateway(pacs: Pacs) -> Iterator[GatewayServer]:
+    """A header_attributes gateway that has read nothing yet (empty cache and memory)."""
+    config = dataclasses.replace(pacs.pacs_config(), header_attributes=HEADER_ATTRIBUTES)
+    server = GatewayServer(config).start()
+    yield server
+    server.stop()
+
+
+def test_an_instance_search_across_series_retrieves_instance_by_instance(
+    fresh_header_gateway: GatewayServer,
+) -> None:
+    """Study 2's three CT instances: three one-instance retrieves, not the series (bounded)."""
+    gateway = fresh_header_gateway
+    before = _dimse_count(gateway, "C-GET")
+    got = search(gateway, f"/studies/{ROOT}2/instances", {"SOPClassUID": SOP_CLASS["CT"]})
+    assert sorted(uids(got, tag("SOPInstanceUID"))) == [f"{ROOT}2.1.{n}" for n in (1, 2, 3)]
+    assert _dimse_count(gateway, "C-GET") - before == 3
+    assert search(gateway, f"/studies/{ROOT}2/instances", {"SOPClassUID": SOP_CLASS["MR"]}) == []
+    assert _dimse_count(gateway, "C-GET") - before == 3  # remembered: no retrieve again
