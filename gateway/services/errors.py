@@ -16,9 +16,17 @@ class GatewayError(Exception):
 
     status: ClassVar[int] = 500
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    def __init__(self, message: str, *, identifying: str = "") -> None:
+        """``identifying``: words from elsewhere (a PACS's error comment) that may name a
+        patient or a UID; the client gets them, a log line only with ``log_phi``."""
+        full = f"{message} ({identifying})" if identifying else message
+        super().__init__(full)
+        self.message = full
+        self._loggable = message + (" (PACS comment left out of the log)" if identifying else "")
+
+    def log_text(self, phi: bool) -> str:
+        """The message for a log line (see ``identifying``)."""
+        return self.message if phi else self._loggable
 
     def headers(self) -> dict[str, str]:
         """Extra response headers (e.g. Retry-After); none by default."""
@@ -53,8 +61,8 @@ class PacsFailed(GatewayError):
 
     status: ClassVar[int] = 502
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status: int | None = None, identifying: str = "") -> None:
+        super().__init__(message, identifying=identifying)
         self.dimse_status = status
 
 
@@ -63,8 +71,8 @@ class PacsBusy(GatewayError):
 
     status: ClassVar[int] = 503
 
-    def __init__(self, message: str, *, retry_after: float = 2.0) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after: float = 2.0, identifying: str = "") -> None:
+        super().__init__(message, identifying=identifying)
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

@@ -54,9 +54,11 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
     if isinstance(exc, DimseTimeout):
         return PacsTimeout(f"PACS {pacs}: {exc}")
     if isinstance(exc, StatusError):
+        # The PACS's own comment may quote a patient's name or a UID (log_phi).
+        text = f"PACS {pacs}: {exc.operation} failed with status 0x{exc.status:04X}"
         if 0xA700 <= exc.status <= 0xA7FF:
-            return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
-        return PacsFailed(f"PACS {pacs}: {exc}", status=exc.status)
+            return PacsBusy(text, retry_after=retry_after, identifying=exc.comment)
+        return PacsFailed(text, status=exc.status, identifying=exc.comment)
     if isinstance(exc, PoolExhausted):
         return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)
     if isinstance(exc, AssociationRefused) and exc.transient:

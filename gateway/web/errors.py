@@ -46,7 +46,9 @@ def _closing(request: Request, headers: dict[str, str]) -> dict[str, str]:
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     if exc.status >= 500:
-        log.warning("%s %s -> %d: %s", request.method, loggable_path(request), exc.status, exc)
+        settings = getattr(request.app.state, "settings", None)
+        text = exc.log_text(settings is not None and settings.log_phi)
+        log.warning("%s %s -> %d: %s", request.method, loggable_path(request), exc.status, text)
     return error_response(exc.status, str(exc), _closing(request, exc.headers()))
 
 

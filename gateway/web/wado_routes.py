@@ -122,7 +122,8 @@ async def retrieve_instances(request: Request) -> Response:
         except GatewayError as exc:
             # Headers are gone: the only honest signal left is a broken connection.
             # The target's UIDs only at DEBUG: they identify (see log_phi).
-            log.warning("WADO-RS %s retrieve aborted mid-stream: %s", target.level, exc)
+            text = exc.log_text(settings.log_phi)
+            log.warning("WADO-RS %s retrieve aborted mid-stream: %s", target.level, text)
             log.debug("aborted retrieve: %s", target.describe())
             raise
         finally:

@@ -4,6 +4,7 @@ lines for long retrieves, and ``log_format`` applied by the CLI."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -24,6 +25,7 @@ import requests
 from gateway.demo.sample import MR_PATIENT
 from gateway.logging_setup import make_handler
 from tests.peers import OrthancServer
+from tests.peers.faults import FindStatusPeer
 from tests.peers.gateway import GatewayServer
 from tests.peers.ports import free_port
 from tests.web.wado_support import GetScript, RetrievePeer
@@ -148,6 +150,25 @@ def test_pacs_failures_log_uids_only_with_log_phi(
     assert (uid in logged) is log_phi, logged
     if not log_phi:
         assert "/studies/{study}/series/{series}" in logged
+
+
+@pytest.mark.parametrize("log_phi", [False, True])
+def test_a_pacs_error_comment_reaches_the_client_and_the_log_only_with_log_phi(
+    json_logs: Lines, log_phi: bool
+) -> None:
+    """A PACS's ErrorComment may quote a patient: the 502 body carries it (the
+    client asked), a WARNING line only with log_phi."""
+    comment = "no such patient Secret^Sally"
+    with contextlib.ExitStack() as stack:
+        peer = stack.enter_context(FindStatusPeer(0xC001, error_comment=comment))
+        gw = stack.enter_context(GatewayServer(peer.pacs_config(), log_phi=log_phi))
+        r = requests.get(gw.url + "/studies", timeout=30)
+    assert r.status_code == 502, r.text
+    assert comment in r.json()["detail"] and "0xC001" in r.json()["detail"]
+    warnings = [line for line in json_logs() if line["level"] == "WARNING"]
+    logged = json.dumps(warnings)
+    assert "-> 502" in logged and "0xC001" in logged, warnings
+    assert ("Secret^Sally" in logged) is log_phi, logged
 
 
 def test_log_phi_logs_the_full_path_and_query(orthanc: OrthancServer, json_logs: Lines) -> None:
