@@ -18,9 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydicom.datadict import tag_for_keyword
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 ENV_PREFIX = "DICOMWEB_GATEWAY_"
+
+#: VRs the gateway matches itself (services/qido_verify.py), so header_attributes may have them.
+_HEADER_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "IS", "LO", "SH", "SL", "SQ", "SS", "SV", "TM", "UC", "UI", "UL"}
+    | {"US", "UV"}
+)
 
 _AET_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: no backslash, <= 16
 # RFC 6454 serialized origin: scheme "://" host [":" port], nothing after.
@@ -281,8 +287,16 @@ def validate(s: Settings) -> None:
         if p.max_associations < 1:
             raise ConfigError(f"pacs {p.name}: max_associations must be >= 1")
         for keyword in p.header_attributes:
-            if tag_for_keyword(keyword) is None:
+            tag = tag_for_keyword(keyword)
+            if tag is None:
                 raise ConfigError(f"pacs {p.name}: header_attributes: {keyword!r} is no keyword")
+            if dictionary_VR(tag) not in _HEADER_VRS:
+                # The gateway would be the only matcher of a key on it, and it does not
+                # match these VRs (PN matching, for one, is implementation-defined).
+                raise ConfigError(
+                    f"pacs {p.name}: header_attributes: {keyword} ({dictionary_VR(tag)}) "
+                    "cannot be matched by the gateway"
+                )
     if s.qido_empty_status not in (200, 204):
         raise ConfigError("qido_empty_status: must be 200 or 204")
     if not s.base_path.startswith("/") or s.base_path.endswith("/"):

@@ -56,3 +56,27 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
     toml.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="prot"):
         load_settings(toml, env={})
+
+
+def test_header_attributes_from_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        '[[pacs]]\naet = "Q"\nhost = "127.0.0.1"\nport = 11112\n'
+        'header_attributes = ["SOPClassUID", "RequestAttributesSequence"]\n'
+    )
+    (pacs,) = load_settings(toml, env={}).pacs
+    assert pacs.header_attributes == ("SOPClassUID", "RequestAttributesSequence")
+
+
+@pytest.mark.parametrize(
+    ("keyword", "message"),
+    [("SOPClassUld", "is no keyword"), ("OperatorsName", "cannot be matched")],
+)
+def test_header_attributes_are_checked(tmp_path: Path, keyword: str, message: str) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        '[[pacs]]\naet = "Q"\nhost = "127.0.0.1"\nport = 11112\n'
+        f'header_attributes = ["{keyword}"]\n'
+    )
+    with pytest.raises(ConfigError, match=message):
+        load_settings(toml, env={})

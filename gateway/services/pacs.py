@@ -19,10 +19,13 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from pydicom.uid import ExplicitVRLittleEndian
 
 from gateway.config import PacsConfig, Settings
+from gateway.dicom.dicom_json import dataset_to_json
+from gateway.dicom.walker import DicomParseError
 from gateway.dimse import contexts
 from gateway.dimse.contexts import ContextProfile
 from gateway.dimse.echoscu import c_echo
@@ -71,6 +74,14 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
 
 
 log = logging.getLogger(__name__)
+
+
+def match_json(pacs: str, match: FindMatch) -> dict[str, Any]:
+    """A C-FIND match as DICOM JSON; an identifier we cannot parse is the PACS's fault (502)."""
+    try:
+        return dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
+    except DicomParseError as exc:
+        raise PacsFailed(f"PACS {pacs} sent a C-FIND identifier we cannot parse: {exc}") from exc
 
 
 class StoreRefused(Exception):

@@ -23,11 +23,8 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR
 
-from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
-from gateway.dicom.walker import DicomParseError
-from gateway.services.errors import PacsFailed
-from gateway.services.pacs import PacsClient
+from gateway.services.pacs import PacsClient, match_json
 from gateway.services.qido_attributes import (
     RESULT_ATTRIBUTES,
     Level,
@@ -132,21 +129,19 @@ def identifier_encoder(query: QidoQuery, charset: str) -> Callable[[str], bytes]
 
 
 async def _pacs_matches(
-    pacs: PacsClient, query: QidoQuery, charset: str
+    pacs: PacsClient, query: QidoQuery, charset: str, *, post_filter: bool = True
 ) -> AsyncGenerator[dict[str, Any], None]:
-    """One C-FIND, decoded and checked; closing early cancels it."""
+    """One C-FIND, decoded and checked; closing early cancels it.
+
+    ``post_filter=False`` leaves the combined date-time check to the caller
+    (it needs attributes read from the headers first)."""
     unique: set[str] = set()
     async with contextlib.aclosing(pacs.find(identifier_encoder(query, charset))) as finds:
         async for match in finds:
-            try:
-                item = dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
-            except DicomParseError as exc:
-                raise PacsFailed(
-                    f"PACS {pacs.config.aet} sent a C-FIND identifier we cannot parse: {exc}"
-                ) from exc
+            item = match_json(pacs.config.aet, match)
             if not matches_query(query, item):
                 continue
-            if query.has_post_filter and not query.post_filter(item):
+            if post_filter and query.has_post_filter and not query.post_filter(item):
                 continue
             key = _first_value(item, _UNIQUE_KEY[query.level])
             if key is not None:
@@ -174,7 +169,8 @@ async def _level_matches(
     A study search with a ModalitiesInStudy key on a PACS that returns no
     ModalitiesInStudy (and so, like dcmqrscp, ignores the key) cannot be decided
     from the PACS's answer.  From the first such result on, the rest of the
-    PACS's matches are read and its C-FIND closed; then the studies' modalities
+    PACS's matches are read (at most ``completer.max_pending``) and its C-FIND
+    closed; then the studies' modalities
     are filled in (qido_fill) a few studies at a time, in the PACS's order, and
     the studies that match are passed on.  Limit and offset count after this
     filter, and a consumer that has enough stops the fill-in C-FINDs.
@@ -182,7 +178,8 @@ async def _level_matches(
     A key on an attribute the PACS does not keep (``header_attributes``) is
     decided the same way, from the instances' headers (qido_headers).
     """
-    by_headers = headers is not None and bool(headers.matched) and headers.level == query.level
+    trusted = headers.matched_by(query) if headers is not None else frozenset[int]()
+    by_headers = bool(trusted)
     by_modalities = _matches_modalities(query)
     if not by_modalities and not by_headers:
         async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
@@ -190,9 +187,13 @@ async def _level_matches(
                 yield item
         return
     pending: list[dict[str, Any]] = []
-    async with contextlib.aclosing(_pacs_matches(pacs, query, charset)) as items:
+    found = _pacs_matches(pacs, query, charset, post_filter=not by_headers)
+    async with contextlib.aclosing(found) as items:
         async for item in items:
             if pending or by_headers or not has_value(item, MODALITIES_IN_STUDY):
+                if len(pending) >= completer.max_pending:
+                    completer.truncated = True
+                    break  # closes the C-FIND (C-CANCEL); the search warns
                 pending.append(item)
             else:
                 yield item
@@ -203,11 +204,14 @@ async def _level_matches(
             await completer.complete("STUDY", chunk, modalities_only=True)
         known = [frozenset[int]()] * len(chunk)
         if headers is not None and by_headers:
-            read = await headers.fill(chunk)
-            known = [headers.matched if r else frozenset() for r in read]
-        for item, trusted in zip(chunk, known, strict=True):
-            if matches_query(query, item, trusted):
-                yield item
+            read = await headers.fill(query, chunk)
+            known = [trusted if r else frozenset() for r in read]
+        for item, item_known in zip(chunk, known, strict=True):
+            if not matches_query(query, item, item_known):
+                continue
+            if by_headers and query.has_post_filter and not query.post_filter(item):
+                continue
+            yield item
 
 
 async def _matches(
@@ -264,6 +268,8 @@ async def search(
     seen = 0
     more = False
     completer = Completer(pacs, fill)
+    # What a search reads ahead of its page to decide keys itself (qido_fill, qido_headers).
+    completer.max_pending = max(max_results, wanted + 1)
     headers = header_source.reader(pacs, query) if header_source is not None else None
     async with contextlib.aclosing(_matches(pacs, query, charset, completer, headers)) as items:
         async for item in items:
@@ -277,11 +283,16 @@ async def search(
     # Only the returned page is completed, after every C-FIND of the search is closed.
     await completer.complete(query.level, found, study_uid=query.study_uid)
     if headers is not None and headers.returned:
-        await headers.fill(found)
+        await headers.fill(query, found)
     matches = [finish_match(item, query, base_url) for item in found]
     warnings = list(query.warnings)
     if headers is not None and (skipped := headers.warning()):
         warnings.append(skipped)
+    if completer.truncated:
+        warnings.append(
+            f"Only the first {completer.max_pending} candidates of the PACS were examined "
+            "for keys the gateway matches itself; there may be additional results"
+        )
     if more:
         # PS3.18 8.3.4.4: the count is unknown because the query was cancelled
         # as soon as one more match than needed had arrived (docs/qido.md).

@@ -36,11 +36,9 @@ from typing import Any
 
 from pydicom import Dataset
 
-from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
-from gateway.dicom.walker import DicomParseError
 from gateway.services.errors import PacsFailed
-from gateway.services.pacs import PacsClient
+from gateway.services.pacs import PacsClient, match_json
 from gateway.services.qido_attributes import Level
 
 log = logging.getLogger(__name__)
@@ -98,6 +96,9 @@ class Completer:
         self.width = max(1, pacs.config.max_associations)
         self._gate = asyncio.Semaphore(self.width)
         self._series: dict[str, dict[str, _Series]] = {}
+        #: Candidates a search may read ahead to match keys itself (set by the search).
+        self.max_pending = 10_000
+        self.truncated = False
         self._instances: dict[str, dict[str, int]] = {}
 
     async def complete(
@@ -242,13 +243,7 @@ class Completer:
         try:
             async with contextlib.aclosing(self._pacs.find(identifier)) as finds:
                 async for match in finds:
-                    try:
-                        out.append(dataset_to_json(match.dataset, explicit_vr=match.explicit_vr))
-                    except DicomParseError as exc:
-                        raise PacsFailed(
-                            f"PACS {self._pacs.config.aet} sent a C-FIND identifier we "
-                            f"cannot parse: {exc}"
-                        ) from exc
+                    out.append(match_json(self._pacs.config.aet, match))
         except PacsFailed as exc:
             if exc.dimse_status is None:
                 raise

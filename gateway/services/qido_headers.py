@@ -14,7 +14,7 @@ opens the series next finds it there, and a second search costs no retrieve):
 - a series result: one instance of the series (the series' attributes are the
   same in each of its instances);
 - an instance result: that instance, or its whole series once when the search
-  is scoped to that series.
+  is scoped to that series (and the cache can hold it).
 
 Each retrieve is a C-FIND and a C-GET (or C-MOVE), so a search may start at
 most ``max_retrieves`` of them; results beyond that keep what the PACS said
@@ -26,6 +26,7 @@ need every series.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Sequence
@@ -33,13 +34,14 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from gateway.dicom.dicom_json import dataset_to_json
+from gateway.dicom.dicom_json import elements_to_json
 from gateway.dicom.part10 import read_part10
-from gateway.dicom.walker import DicomParseError
+from gateway.dicom.walker import DicomParseError, walk_dataset
 from gateway.services.errors import NotFound
 from gateway.services.instance_views import LRU
 from gateway.services.pacs import PacsClient
 from gateway.services.qido_attributes import Level, attribute_level, return_keys
+from gateway.services.qido_plan import split_relational
 from gateway.services.qido_query import QidoQuery
 from gateway.services.retrieve import InstanceData, Retriever, Target, instance_classes
 
@@ -48,6 +50,9 @@ log = logging.getLogger(__name__)
 _STUDY_UID = "0020000D"
 _SERIES_UID = "0020000E"
 _SOP_UID = "00080018"
+_PIXEL_DATA = 0x7FE00010
+# Headers end well before this in nearly every file; a longer one is read whole.
+_HEADER_PREFIX = 64 << 10
 
 
 def _first(item: dict[str, Any], tag: str) -> str | None:
@@ -77,17 +82,39 @@ def _levels_read(level: Level) -> tuple[Level, ...]:
     return ("SERIES", "IMAGE") if level == "IMAGE" else ("SERIES",) if level == "SERIES" else ()
 
 
-def header_json(data: bytes) -> dict[str, Any]:
-    """The DICOM JSON of a Part 10 file, bulk values left out (only small attributes are read)."""
+def header_json(data: bytes | memoryview, wanted: frozenset[int]) -> dict[str, Any]:
+    """The ``wanted`` top-level attributes of a Part 10 file (or of its first bytes).
+
+    The walk stops before Pixel Data; raises DicomParseError when the bytes end
+    before that (then the caller reads the whole file)."""
     part = read_part10(data)
-    return dataset_to_json(
+    elements = walk_dataset(
         part.data,
-        offset=part.offset,
+        part.offset,
         explicit_vr=part.explicit_vr,
         little_endian=part.little_endian,
-        bulk_data_uri=lambda _path: "",
-        bulk_threshold=256,
+        stop_before=_PIXEL_DATA,
     )
+    # Specific Character Set stays, so that text values decode as the file says.
+    kept = [e for e in elements if e[0] in wanted or e[0] == 0x00080005]
+    found = elements_to_json(part.data, kept, little_endian=part.little_endian)
+    found.pop("00080005", None)
+    return found
+
+
+def _read_header(instance: InstanceData, wanted: frozenset[int]) -> dict[str, Any]:
+    """Blocking: the header from the file's first bytes, or from all of it if need be."""
+    if instance.part10 is not None:
+        return header_json(instance.part10, wanted)
+    assert instance.path is not None
+    with instance.path.open("rb") as f:
+        prefix = f.read(_HEADER_PREFIX)
+        if len(prefix) == _HEADER_PREFIX:
+            try:
+                return header_json(prefix, wanted)
+            except (DicomParseError, ValueError):
+                prefix += f.read()
+    return header_json(prefix, wanted)
 
 
 class HeaderSource:
@@ -96,7 +123,8 @@ class HeaderSource:
     What was read is remembered (the configured attributes of an instance, and
     of one instance per series: a few hundred bytes each), so a repeated search
     neither asks the PACS for the series' instances nor reads files again.  An
-    instance's attributes do not change while its SOP Instance UID stays.
+    instance's attributes are taken not to change while its SOP Instance UID
+    stays (a corrected instance gets a new one); a restart forgets them.
     """
 
     def __init__(self, retriever: Retriever, max_retrieves: int, remembered: int = 100_000) -> None:
@@ -113,23 +141,20 @@ class HeaderSource:
 
 
 class HeaderReader:
-    """Reads a PACS's ``header_attributes`` from instance headers for the results of one search."""
+    """Reads a PACS's ``header_attributes`` for the results of one search.
+
+    A relational search runs C-FINDs at two levels (qido_plan); each asks
+    ``matched_by`` with its own query, so a series key of an instance search
+    is decided on the series."""
 
     def __init__(self, source: HeaderSource, pacs: PacsClient, query: QidoQuery) -> None:
         self._pacs = pacs
         self._retriever = source.retriever
         self._memo = source.memo
-        self._query = query
-        self.level = query.level
         self._left = source.max_retrieves
-        self.skipped = 0
+        self._skipped: set[str] = set()
         self._configured = configured_tags(pacs.config.header_attributes)
-        levels = _levels_read(query.level)
-        # An attribute our tables do not place (None) is read wherever a header is read.
-        self.tags = frozenset(
-            t for t in self._configured if levels and attribute_level(t) in (*levels, None)
-        )
-        self.matched = frozenset(k.path[0] for k in query.match_keys) & self.tags
+        self._wanted_keys = frozenset(f"{t:08X}" for t in self._configured)
         keys = return_keys(
             query.level,
             study_scoped=query.study_uid is not None,
@@ -137,59 +162,77 @@ class HeaderReader:
             include_all=query.include_all,
         )
         returned = {p[0] for p in keys} | {p[0] for p in query.include_fields}
-        self.returned = frozenset(returned) & self.tags
+        self.returned = frozenset(returned) & self.tags_for(query.level)
+        self.wanted = bool(self.returned) or any(self.matched_by(q) for q in _levels_of(query))
 
-    @property
-    def wanted(self) -> bool:
-        """Whether the search needs any header attribute at all."""
-        return bool(self.matched or self.returned)
-
-    def warning(self) -> str | None:
-        if not self.skipped:
-            return None
-        return (
-            f"{self.skipped} result(s) were not checked against attributes the PACS does "
-            "not keep (header_attributes): the search needed more retrieves than allowed; "
-            "narrow it to a study or series"
+    def tags_for(self, level: Level) -> frozenset[int]:
+        """The configured tags a result at ``level`` can get from a header."""
+        levels = _levels_read(level)
+        # An attribute our tables do not place (None) is read wherever a header is read.
+        return frozenset(
+            t for t in self._configured if levels and attribute_level(t) in (*levels, None)
         )
 
-    async def fill(self, items: Sequence[dict[str, Any]]) -> list[bool]:
-        """Put the header attributes into ``items`` in place; per item, whether it was read.
+    def matched_by(self, query: QidoQuery) -> frozenset[int]:
+        """The header tags ``query`` (one level's C-FIND) matches on, dates and times included."""
+        keys = {k.path[0] for k in query.match_keys}
+        keys |= {t for r in query.combined_datetime for t in (r.date_tag, r.time_tag)}
+        return frozenset(keys) & self.tags_for(query.level)
+
+    def warning(self) -> str | None:
+        if not self._skipped:
+            return None
+        return (
+            f"{len(self._skipped)} result(s) were not checked or completed against "
+            "attributes the PACS does not keep (header_attributes): the search needed more "
+            "retrieves than allowed, or an instance could not be read; narrow it to a study "
+            "or series"
+        )
+
+    async def fill(self, query: QidoQuery, items: Sequence[dict[str, Any]]) -> list[bool]:
+        """Put the header attributes into ``items`` (results of ``query``) in place;
+        per item, whether its header was read.
 
         An attribute the instance lacks comes back empty (``{"vr": ...}``) so that
         matching knows it is truly absent."""
-        if not self.tags or not items:
+        tags = self.tags_for(query.level)
+        if not tags or not items:
             return [False] * len(items)
-        if self._query.level == "IMAGE":
-            await self._load_instances(items)
-        headers = [await self._header_of(item) for item in items]
+        if query.level == "IMAGE":
+            await self._load_instances(query, items)
         done = []
-        for item, header in zip(items, headers, strict=True):
+        for item in items:
+            header = await self._header_of(query, item)
             if header is None:
                 done.append(False)
+                self._skipped.add(self._key_of(query, item))
                 continue
-            for tag in self.tags:
+            for tag in tags:
                 key = f"{tag:08X}"
                 element = header.get(key)
                 if element is not None:
                     item[key] = element
-                elif key in item:
-                    item[key] = {"vr": item[key].get("vr", "UN")}
                 else:
-                    item[key] = {"vr": dictionary_VR(tag)}
+                    item[key] = {"vr": item.get(key, {}).get("vr") or dictionary_VR(tag)}
             done.append(True)
         return done
 
-    def _identity(self, item: dict[str, Any]) -> tuple[str, str] | None:
-        study = _first(item, _STUDY_UID) or self._query.study_uid
-        series = _first(item, _SERIES_UID) or self._query.series_uid
+    @staticmethod
+    def _key_of(query: QidoQuery, item: dict[str, Any]) -> str:
+        unique = _SOP_UID if query.level == "IMAGE" else _SERIES_UID
+        return _first(item, unique) or str(id(item))
+
+    @staticmethod
+    def _identity(query: QidoQuery, item: dict[str, Any]) -> tuple[str, str] | None:
+        study = _first(item, _STUDY_UID) or query.study_uid
+        series = _first(item, _SERIES_UID) or query.series_uid
         return (study, series) if study and series else None
 
-    async def _header_of(self, item: dict[str, Any]) -> dict[str, Any] | None:
-        ident = self._identity(item)
+    async def _header_of(self, query: QidoQuery, item: dict[str, Any]) -> dict[str, Any] | None:
+        ident = self._identity(query, item)
         if ident is None:
             return None
-        if self._query.level == "IMAGE":
+        if query.level == "IMAGE":
             sop = _first(item, _SOP_UID)
             return self._memo.get((self._pacs.name, sop)) if sop else None
         key = (self._pacs.name, *ident)
@@ -215,62 +258,81 @@ class HeaderReader:
             if self._known(instance.sop_instance_uid):
                 continue
             try:
-                header = header_json(await asyncio.to_thread(instance.read))
+                header = await asyncio.to_thread(_read_header, instance, self._configured)
             except (OSError, DicomParseError, ValueError) as exc:
                 log.warning("could not read an instance's header for a search: %s", exc)
                 continue
-            wanted = {f"{t:08X}" for t in self._configured}
-            kept = {k: v for k, v in header.items() if k in wanted}
-            self._memo.put((self._pacs.name, instance.sop_instance_uid), kept)
+            self._memo.put((self._pacs.name, instance.sop_instance_uid), header)
 
-    async def _collect(self, target: Target) -> list[InstanceData]:
+    async def _retrieve(self, target: Target) -> list[InstanceData]:
+        """Retrieve the target and remember its headers as each instance arrives.
+
+        Read while the retrieve holds the series in the cache (pinned): once it
+        is over, a small cache may already have evicted the first files."""
+        got: list[InstanceData] = []
         try:
-            return await self._retriever.collect(self._pacs, target)
+            async with contextlib.aclosing(self._retriever.instances(self._pacs, target)) as items:
+                async for instance in items:
+                    await self._read([instance])
+                    got.append(instance)
         except NotFound:
-            return []
+            pass
+        return got
 
-    async def _load_instances(self, items: Sequence[dict[str, Any]]) -> None:
-        """Headers of every instance result (a cached series costs no retrieve).
+    async def _load_instances(self, query: QidoQuery, items: Sequence[dict[str, Any]]) -> None:
+        """Headers of every instance result (a cached series or instance costs no retrieve).
 
         A search scoped to one series retrieves that series once, as a viewer
-        opening it would.  A search across series retrieves instance by
-        instance, each one retrieve of the budget: retrieving every series an
-        instance search touches could pull in far more than the search needs.
+        opening it would, and remembers every instance of it.  A search across
+        series retrieves instance by instance, each one retrieve of the budget:
+        retrieving every series an instance search touches could pull in far
+        more than the search needs.  So does a search whose series the cache
+        cannot hold (it would be collected in memory).
         """
         by_series: dict[tuple[str, str], list[str]] = {}
         for item in items:
-            ident = self._identity(item)
+            ident = self._identity(query, item)
             sop = _first(item, _SOP_UID)
             if ident and sop and not self._known(sop):
                 by_series.setdefault(ident, []).append(sop)
+        cache = self._retriever.cache
+        whole = query.series_uid is not None and cache is not None and cache.writable
         for (study, series), sops in by_series.items():
             cached = await self._retriever.cached(Target(study, series))
-            if cached is None:
-                whole = self._query.series_uid is not None
-                targets = (
-                    [Target(study, series)] if whole else [Target(study, series, s) for s in sops]
-                )
-                cached = []
-                for target in targets:
-                    if not self._spend():
-                        self.skipped += len(sops) if whole else 1
-                        continue
-                    cached += await self._collect(target)
-            wanted = set(sops)
-            await self._read([i for i in cached if i.sop_instance_uid in wanted])
+            if cached is not None:
+                wanted = set(sops)
+                await self._read([i for i in cached if i.sop_instance_uid in wanted])
+                continue
+            if whole:
+                if self._spend():
+                    await self._retrieve(Target(study, series))
+                continue
+            for sop in sops:
+                target = Target(study, series, sop)
+                hit = await self._retriever.cached(target)
+                if hit is not None:
+                    await self._read(hit)
+                elif self._spend():
+                    await self._retrieve(target)
 
     async def _one_of_series(self, study: str, series: str) -> dict[str, Any] | None:
         """The header of any one instance of the series: the series' attributes."""
         cached = await self._retriever.cached(Target(study, series))
         if cached is None:
             if not self._spend():
-                self.skipped += 1
                 return None
             sops, _classes = await instance_classes(self._pacs, Target(study, series))
             if not sops:
                 return None
-            cached = await self._collect(Target(study, series, sops[0]))
+            cached = await self._retrieve(Target(study, series, sops[0]))
+        else:
+            await self._read(cached[:1])
         if not cached:
             return None
-        await self._read(cached[:1])
         return self._memo.get((self._pacs.name, cached[0].sop_instance_uid))
+
+
+def _levels_of(query: QidoQuery) -> list[QidoQuery]:
+    """The query and, for a relational one, its parent: the C-FINDs that may need headers."""
+    split = split_relational(query)
+    return [query] if split is None else [*_levels_of(split[0]), split[1]]

@@ -71,6 +71,10 @@ def scope_to_parent(child: QidoQuery, parent: dict[str, Any]) -> QidoQuery | Non
     series = _uid(parent, _SERIES_UID)
     if series is None:
         return None
+    if child.series_uid is not None and series != child.series_uid:
+        # The parent search cannot carry the URL's series (a series-level search is
+        # not scoped to a series), so it names the study's other series too.
+        return None
     return dataclasses.replace(child, study_uid=study, series_uid=series)
 
 

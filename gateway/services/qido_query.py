@@ -151,7 +151,7 @@ class CombinedDateTimeRange:
         raw_time = _first_json_value(result, self.time_tag)
         if raw_time is not None:
             with contextlib.suppress(ValueError):
-                start = end = datetime.combine(day, _tm_bounds(raw_time.strip())[0])
+                start = end = datetime.combine(day, tm_bounds(raw_time.strip())[0])
         return (self.upper is None or start <= self.upper) and (
             self.lower is None or end >= self.lower
         )
@@ -497,7 +497,7 @@ def _range_key(name: str, path: TagPath, vr: str, value: str) -> tuple[MatchKey,
     """A DA/TM/DT single value or range (PS3.4 C.2.2.2.1, C.2.2.2.5), with its bounds."""
     parse: Callable[[str], tuple[Any, Any]] = {
         "DA": _da_bounds,
-        "TM": _tm_bounds,
+        "TM": tm_bounds,
         "DT": _dt_bounds,
     }[vr]
     try:
@@ -561,7 +561,7 @@ def _da_bounds(text: str) -> tuple[date, date]:
     return day, day
 
 
-def _tm_bounds(text: str) -> tuple[time, time]:
+def tm_bounds(text: str) -> tuple[time, time]:
     """PS3.5 TM: HH[MM[SS[.F{1,6}]]]; a partial time covers its whole precision."""
     m = _TM.fullmatch(text)
     if not m:
@@ -593,7 +593,7 @@ def _dt_bounds(text: str) -> tuple[datetime, datetime]:
     first_day = int(m[3]) if m[3] else 1
     last_day = int(m[3]) if m[3] else calendar.monthrange(year, last_month)[1]
     low_day, high_day = date(year, first_month, first_day), date(year, last_month, last_day)
-    low_time, high_time = _tm_bounds(m[4]) if m[4] else (time.min, time.max)
+    low_time, high_time = tm_bounds(m[4]) if m[4] else (time.min, time.max)
     tz = None
     if m[5]:
         hours, minutes = int(m[5][1:3]), int(m[5][3:5])

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import time
 from functools import lru_cache
 from typing import Any
 
-from gateway.services.qido_query import MatchKey, QidoQuery
+from gateway.services.qido_query import MatchKey, QidoQuery, tm_bounds
 
 # VRs whose values compare as plain strings, case-sensitively (PS3.4 C.2.2.2.1).
 _STRING_VRS = frozenset({"AE", "CS", "LO", "SH", "UC", "UI", "DA", "AS"})
@@ -51,13 +52,21 @@ def _values(item: Mapping[str, Any], tag: int) -> list[Any] | None:
 
 
 def _time_matches(key: MatchKey, value: str) -> bool:
-    """TM single value or range (PS3.4 C.2.2.2.5), on HHMMSS[.F] strings without colons."""
-    value = value.replace(":", "").strip()
+    """TM single value or range (PS3.4 C.2.2.2.5): a partial time covers its precision
+    (``1030`` is 10:30:00-10:30:59.999999), so the key and the value match when their
+    spans overlap.  Used only on values read from the headers (see ``known``)."""
     wanted = str(key.value).replace(":", "")
-    if key.matching == "range":
-        low, _, high = wanted.partition("-")
-        return (not low or value >= low) and (not high or value[: len(high)] <= high)
-    return value == wanted or value.startswith(wanted + ".")
+    try:
+        low_v, high_v = tm_bounds(value.replace(":", "").strip())
+        if key.matching == "range":
+            low_text, _, high_text = wanted.partition("-")
+            low = tm_bounds(low_text)[0] if low_text else time.min
+            high = tm_bounds(high_text)[1] if high_text else time.max
+        else:
+            low, high = tm_bounds(wanted)
+    except ValueError:
+        return False  # not a time: it cannot be said to lie in the key's span
+    return low_v <= high and high_v >= low
 
 
 def _key_matches(key: MatchKey, values: list[Any], known: bool = False) -> bool:

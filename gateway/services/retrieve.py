@@ -32,7 +32,6 @@ from typing import Any
 from pydicom import Dataset
 
 from gateway.cache import CachedInstance, InstanceCache, StreamFlight
-from gateway.dicom.dicom_json import dataset_to_json
 from gateway.dicom.encode import encode_dataset
 from gateway.dicom.file_meta import file_meta
 from gateway.dicom.identity import identity_of
@@ -40,7 +39,7 @@ from gateway.dimse.getscu import RetrievedInstance, SubOperations
 from gateway.logging_setup import request_id
 from gateway.metrics import Registry
 from gateway.services.errors import NotFound
-from gateway.services.pacs import PacsClient
+from gateway.services.pacs import PacsClient, match_json
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +125,7 @@ async def instance_classes(pacs: PacsClient, target: Target) -> tuple[list[str],
     unknown = False
     async with contextlib.aclosing(pacs.find(_encoder(ds))) as matches:
         async for match in matches:
-            item = dataset_to_json(match.dataset, explicit_vr=match.explicit_vr)
+            item = match_json(pacs.config.aet, match)
             sop = (item.get("00080018", {}).get("Value") or [None])[0]
             if not sop or sop in sops:
                 continue  # some SCPs repeat a match; a match without UID is useless

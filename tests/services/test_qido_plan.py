@@ -50,6 +50,24 @@ def test_instances_with_series_keys_ask_the_series_with_the_study_scope() -> Non
     assert scope_to_parent(child, {"0020000D": {"vr": "UI", "Value": ["1.2"]}}) is None
 
 
+def test_a_series_scoped_instance_search_stays_in_its_series() -> None:
+    """/studies/1.2/series/1.2.9/instances?Modality=MR: the parent series search
+    names every MR series of the study; only the URL's own may be searched."""
+    query = _q("IMAGE", [("Modality", "MR")], study_uid="1.2", series_uid="1.2.9")
+    parent, child = split_relational(query) or (None, None)
+    assert parent is not None and child is not None
+
+    def series(uid: str) -> dict[str, Any]:
+        return {
+            "0020000D": {"vr": "UI", "Value": ["1.2"]},
+            "0020000E": {"vr": "UI", "Value": [uid]},
+        }
+
+    assert scope_to_parent(child, series("1.2.8")) is None
+    scoped = scope_to_parent(child, series("1.2.9"))
+    assert scoped is not None and scoped.series_uid == "1.2.9"
+
+
 def test_merge_fills_only_what_the_child_lacks() -> None:
     child = {"00080060": {"vr": "CS", "Value": ["CT"]}, "00100010": {"vr": "PN"}}
     parent = {

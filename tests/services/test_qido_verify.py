@@ -135,6 +135,14 @@ def test_a_known_sequence_without_a_matching_item_does_not_match() -> None:
         ("PerformedProcedureStepStartTime", "130000-", "121212", False),
         ("PerformedProcedureStepStartTime", "-130000", "121212", True),
         ("PerformedProcedureStepStartTime", "121212", None, False),
+        ("PerformedProcedureStepStartTime", "1030", "103015", True),
+        ("PerformedProcedureStepStartTime", "1030", "103115", False),
+        ("PerformedProcedureStepStartTime", "103000-", "1030", True),
+        ("PerformedProcedureStepStartTime", "103000.5", "103000.500", True),
+        ("PerformedProcedureStepStartTime", "-1030", "103059.9", True),
+        ("PerformedProcedureStepStartTime", "-1030", "1031", False),
+        ("PerformedProcedureStepStartTime", "1030", "10:30:15", True),
+        ("PerformedProcedureStepStartTime", "1030", "not-a-time", False),
     ],
 )
 def test_known_dates_and_times(key: str, match: str, value: str | None, expected: bool) -> None:

@@ -336,6 +336,32 @@ def test_header_attributes_are_matched(
     assert set(uids(got, SERIES_UID)) == {f"{ROOT}1.{n}" for n in expected}
 
 
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"RequestAttributesSequence.RequestedProcedureID": "RP2"}, ["2.1"]),
+        ({"PerformedProcedureStepStartDate": "20200202"}, ["1.1", "1.2"]),
+    ],
+)
+def test_series_keys_of_an_instance_search_are_matched_on_the_series(
+    header_gateway: GatewayServer, params: dict[str, str], expected: list[str]
+) -> None:
+    """A relational search: the series key goes to a SERIES-level C-FIND first."""
+    got = search(header_gateway, f"/studies/{ROOT}1/instances", params)
+    assert sorted(uids(got, tag("SOPInstanceUID"))) == [f"{ROOT}1.{e}" for e in expected]
+
+
+def test_pps_date_and_time_together(header_gateway: GatewayServer) -> None:
+    """Date and time are one combined range (QIDO-04), checked after the headers are read."""
+    params = {
+        "PerformedProcedureStepStartDate": "20200202",
+        "PerformedProcedureStepStartTime": "121212",
+    }
+    assert uids(search(header_gateway, _series("1"), params), SERIES_UID) == [f"{ROOT}1.1"]
+    params["PerformedProcedureStepStartTime"] = "1300-"
+    assert search(header_gateway, _series("1"), params) == []
+
+
 def test_header_attributes_absent_from_the_instances_do_not_match(
     header_gateway: GatewayServer,
 ) -> None:
@@ -391,7 +417,7 @@ def test_a_search_beyond_its_retrieves_says_what_it_did_not_check(
         return
     # dcmqrscp ignores the key: its one candidate is returned unchecked, and said to be.
     assert uids(got, SERIES_UID) == [f"{ROOT}3.1"]
-    assert any("not checked" in w for w in warnings(response)), warnings(response)
+    assert any("1 result(s) were not checked" in w for w in warnings(response)), warnings(response)
 
 
 @pytest.fixture
@@ -401,6 +427,19 @@ def fresh_header_gateway(pacs: Pacs) -> Iterator[GatewayServer]:
     server = GatewayServer(config).start()
     yield server
     server.stop()
+
+
+def test_a_series_the_cache_cannot_keep_is_retrieved_once(pacs: Pacs) -> None:
+    """One window of results at a time (max_associations=1: two), a cache too small for
+    the series: its instances' headers are remembered from the one retrieve."""
+    config = dataclasses.replace(
+        pacs.pacs_config(), header_attributes=HEADER_ATTRIBUTES, max_associations=1
+    )
+    with GatewayServer(config, cache_budget_bytes=600) as gateway:
+        path = f"/studies/{ROOT}2/series/{ROOT}2.1/instances"
+        got = search(gateway, path, {"SOPClassUID": SOP_CLASS["CT"]})
+        assert sorted(uids(got, tag("SOPInstanceUID"))) == [f"{ROOT}2.1.{n}" for n in (1, 2, 3)]
+        assert _dimse_count(gateway, "C-GET") == 1
 
 
 def test_an_instance_search_across_series_retrieves_instance_by_instance(
