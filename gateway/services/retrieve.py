@@ -67,9 +67,17 @@ class Target:
         return f"study {self.study_uid}"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class InstanceData:
-    """One instance as a Part 10 file: on disk in the cache, or in memory."""
+    """One instance as a Part 10 file: on disk in the cache, or in memory.
+
+    An instance just received from the PACS comes with ``chunks`` (File Meta,
+    data set) so that the response can send it while the cache write runs,
+    instead of waiting for the write and reading the file back. Once it is in
+    the cache the retriever sets ``path`` and drops ``chunks``: a shared
+    retrieve keeps its items for late subscribers, and they must not pin a
+    whole series in memory (only the instance being written holds bytes).
+    """
 
     study_uid: str
     series_uid: str
@@ -78,12 +86,21 @@ class InstanceData:
     transfer_syntax: str
     path: Path | None = None
     part10: bytes | None = None
+    chunks: tuple[bytes, ...] | None = None
 
     def read(self) -> bytes:
         if self.part10 is not None:
             return self.part10
+        chunks = self.chunks
+        if chunks is not None:
+            return b"".join(chunks)
         assert self.path is not None
         return self.path.read_bytes()
+
+    def cached_as(self, cached: CachedInstance) -> None:
+        """The instance is now in the cache: read it from there, let the bytes go."""
+        self.path = cached.path
+        self.chunks = None
 
     @classmethod
     def from_cache(cls, cached: CachedInstance, sop_class_uid: str = "") -> InstanceData:
@@ -316,7 +333,16 @@ class Retriever:
             async with contextlib.aclosing(source) as instances:
                 async for instance in instances:
                     progress.received(len(instance.dataset))
-                    yield await self._keep(cache, target, instance, by_series)
+                    data = self._received(target, instance, by_series)
+                    # Handed on first, written after: the response sends these bytes
+                    # while a worker thread writes the same bytes to the cache.
+                    yield data
+                    if cache is not None and cache.writable:
+                        try:
+                            await self._keep(cache, data)
+                        except asyncio.CancelledError:
+                            await self._cancelled(instances)
+                            raise
             finished = True
         finally:
             progress.stop(finished)
@@ -327,38 +353,49 @@ class Retriever:
                     await cache.mark_series_complete(study, series, got)
 
     @staticmethod
-    async def _keep(
-        cache: InstanceCache | None,
+    async def _cancelled(source: AsyncGenerator[RetrievedInstance, None]) -> None:
+        """Cancelled (the last client hung up) while writing an instance, between two
+        sub-operations: stop the retrieve as a cancelled one (C-CANCEL and abort at
+        once, as when the cancel arrives while waiting for the PACS), not as an early
+        close that drains what the PACS still sends."""
+        with contextlib.suppress(BaseException):
+            await source.athrow(asyncio.CancelledError())
+
+    @staticmethod
+    def _received(
         target: Target,
         instance: RetrievedInstance,
         by_series: dict[tuple[str, str], list[str]],
     ) -> InstanceData:
-        """One retrieved instance, written to the cache when it takes writes."""
+        """One retrieved instance, in memory (File Meta and data set, not joined)."""
         study, series = _identity(instance)
         study = study or target.study_uid
         series = series or target.series_uid or ""
         meta = file_meta(
             instance.sop_class_uid, instance.sop_instance_uid, instance.transfer_syntax
         )
-        data = None
-        if cache is not None and cache.writable:
-            async with cache.open_writer(
-                study, series, instance.sop_instance_uid, instance.transfer_syntax
-            ) as writer:
-                cached = await writer.write_and_commit(meta, instance.dataset)
-            if cached is not None:
-                data = InstanceData.from_cache(cached, instance.sop_class_uid)
-        if data is None:
-            data = InstanceData(
-                study,
-                series,
-                instance.sop_class_uid,
-                instance.sop_instance_uid,
-                instance.transfer_syntax,
-                part10=meta + instance.dataset,
-            )
         by_series.setdefault((study, series), []).append(instance.sop_instance_uid)
-        return data
+        return InstanceData(
+            study,
+            series,
+            instance.sop_class_uid,
+            instance.sop_instance_uid,
+            instance.transfer_syntax,
+            chunks=(meta, instance.dataset),
+        )
+
+    @staticmethod
+    async def _keep(cache: InstanceCache, data: InstanceData) -> None:
+        """Write a whole received instance to the cache; on success ``data`` names the
+        file and drops its bytes (on failure it keeps them: the cache said why)."""
+        chunks = data.chunks
+        assert chunks is not None
+        async with cache.open_writer(
+            data.study_uid, data.series_uid, data.sop_instance_uid, data.transfer_syntax
+        ) as writer:
+            cached = await writer.write_and_commit(*chunks)
+        if cached is not None:
+            data.cached_as(cached)
 
     async def collect(self, pacs: PacsClient, target: Target) -> list[InstanceData]:
         """All of the target's instances (for metadata, frames, rendering: the files

@@ -31,6 +31,9 @@ from gateway.web.wado_accept import AS_STORED, negotiate_instance_syntaxes
 
 log = logging.getLogger(__name__)
 
+_SMALL_CHUNK = 16 * 1024
+"""A first chunk up to this size (File Meta) is sent with its part's header."""
+
 
 def target_of(request: Request) -> Target:
     params = request.path_params
@@ -94,31 +97,40 @@ async def retrieve_instances(request: Request) -> Response:
     instances = retriever.instances(pacs_for(request), target)
     try:
         first = await anext(instances)
-        first_part = await part10_in_syntax(workers, first, syntaxes)
+        first_part = await _part_chunks(workers, first, syntaxes)
     except BaseException:
         await instances.aclose()
         raise
     boundary = new_boundary()
 
     async def body() -> AsyncIterator[bytes]:
+        # Each yield is one chunk of the chunked response (a frame header and a
+        # transport write), so the small pieces travel together: the CRLF that
+        # ends a part, the next part's header and a small first chunk (File Meta).
         try:
             instance, (actual, chunks) = first, first_part
+            lead = b""
             while True:
-                yield part_header(
+                head = lead + part_header(
                     boundary,
                     {
                         "Content-Type": f"application/dicom; transfer-syntax={actual}",
                         "Content-Location": _content_location(base_url, instance),
                     },
                 )
-                yield chunks
-                yield b"\r\n"
+                if len(chunks[0]) <= _SMALL_CHUNK:
+                    head += chunks[0]
+                    chunks = chunks[1:]
+                yield head
+                for chunk in chunks:
+                    yield chunk
+                lead = b"\r\n"
                 try:
                     instance = await anext(instances)
                 except StopAsyncIteration:
                     break
-                actual, chunks = await part10_in_syntax(workers, instance, syntaxes)
-            yield closing(boundary)
+                actual, chunks = await _part_chunks(workers, instance, syntaxes)
+            yield lead + closing(boundary)
         except GatewayError as exc:
             # Headers are gone: the only honest signal left is a broken connection.
             # The target's UIDs only at DEBUG: they identify (see log_phi).
@@ -136,6 +148,19 @@ async def retrieve_instances(request: Request) -> Response:
     return StreamingResponse(
         body(), headers={"Content-Type": content_type(boundary, "application/dicom", **params)}
     )
+
+
+async def _part_chunks(
+    workers: Workers, instance: InstanceData, syntaxes: tuple[str, ...]
+) -> tuple[str, tuple[bytes, ...]]:
+    """The instance's Part 10 bytes as chunks for one part: an instance just received
+    from the PACS and wanted as stored goes as it came (File Meta, data set), not
+    joined into one copy nor read back from the cache."""
+    chunks = instance.chunks
+    if chunks is not None and _as_is(instance, syntaxes):
+        return instance.transfer_syntax, chunks
+    actual, data = await part10_in_syntax(workers, instance, syntaxes)
+    return actual, (data,)
 
 
 def _as_is(instance: InstanceData, syntaxes: tuple[str, ...]) -> bool:
