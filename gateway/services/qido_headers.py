@@ -106,6 +106,12 @@ def _read_header(instance: InstanceData, wanted: frozenset[int]) -> dict[str, An
     """Blocking: the header from the file's first bytes, or from all of it if need be."""
     if instance.part10 is not None:
         return header_json(instance.part10, wanted)
+    if instance.chunks is not None:  # just received, its cache write still to come
+        prefix = b"".join(memoryview(c)[:_HEADER_PREFIX] for c in instance.chunks)
+        try:
+            return header_json(prefix[:_HEADER_PREFIX], wanted)
+        except (DicomParseError, ValueError):
+            return header_json(b"".join(instance.chunks), wanted)
     assert instance.path is not None
     with instance.path.open("rb") as f:
         prefix = f.read(_HEADER_PREFIX)
