@@ -98,6 +98,12 @@ def _profile(sop_classes: tuple[str, ...], compressed: tuple[str, ...]) -> Conte
     return ContextProfile(name, tuple(syntaxes), roles)
 
 
+def proposes_every_syntax(sop_classes: Iterable[str]) -> bool:
+    """Whether a C-GET for these classes gets every stored syntax within the 128
+    contexts, i.e. whether proposing more classes than needed costs nothing."""
+    return 1 + (1 + len(STORED_SYNTAXES)) * len(set(sop_classes)) <= 128
+
+
 def retrieve_profile(sop_classes: Iterable[str] | None) -> ContextProfile:
     """Contexts for a C-GET of instances of these SOP classes (PS3.8: at most 128).
 
@@ -107,8 +113,7 @@ def retrieve_profile(sop_classes: Iterable[str] | None) -> ContextProfile:
     """
     if sop_classes:
         classes = tuple(sorted(set(sop_classes)))
-        per_class = 1 + len(STORED_SYNTAXES)
-        if 1 + per_class * len(classes) <= 128:
+        if proposes_every_syntax(classes):
             return _profile(classes, STORED_SYNTAXES)
         budget = (127 // len(classes)) - 1
         if budget >= 0 and len(classes) <= 127:

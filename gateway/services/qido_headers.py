@@ -43,7 +43,7 @@ from gateway.services.pacs import PacsClient
 from gateway.services.qido_attributes import Level, attribute_level, return_keys
 from gateway.services.qido_plan import split_relational
 from gateway.services.qido_query import QidoQuery
-from gateway.services.retrieve import InstanceData, Retriever, Target, instance_classes
+from gateway.services.retrieve import InstanceData, Retriever, Target, instance_uids
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class HeaderReader:
         if cached is None:
             if not self._spend():
                 return None
-            sops, _classes = await instance_classes(self._pacs, Target(study, series))
+            sops = await instance_uids(self._pacs, Target(study, series))
             if not sops:
                 return None
             cached = await self._retrieve(Target(study, series, sops[0]))
