@@ -176,7 +176,8 @@ def test_counters_move_by_exactly_what_was_done(orthanc: OrthancServer, ct: Any)
         m2 = scrape(gw)
         assert delta(m1, m2, "dicomweb_cache_misses_total") == 1
         assert delta(m1, m2, "dicomweb_cache_hits_total") == 0
-        assert delta(m1, m2, "dicomweb_dimse_operations_total", **find_ok) == 1  # SOP classes
+        # SOPClassesInStudy (STUDY level), then the series' instance UIDs (IMAGE level)
+        assert delta(m1, m2, "dicomweb_dimse_operations_total", **find_ok) == 2
         get_ok = {"pacs": pacs, "operation": "C-GET", "status": "success"}
         assert delta(m1, m2, "dicomweb_dimse_operations_total", **get_ok) == 1
         assert delta(m1, m2, "dicomweb_response_bytes_total", route=SERIES) == len(cold.content)

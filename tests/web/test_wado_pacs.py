@@ -731,6 +731,123 @@ def test_late_c_find_does_not_repeat_the_c_get(make_peer: Any, mr_files: list[Pa
         assert peer.gets == 1, f"{peer.gets} C-GETs of one series for 2 concurrent requests"
 
 
+# --------------------------------------------------------------------------- SOP classes
+
+MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def test_sop_classes_from_the_study_level_where_the_pacs_answers(
+    pacs: Pacs, seeded: Seeded
+) -> None:
+    """Orthanc answers SOPClassesInStudy: every retrieve asks the STUDY level for it
+    and the IMAGE level for the UIDs only (Orthanc reads every file for SOPClassUID).
+    dcmqrscp does not: asked once, after that only the IMAGE level with SOPClassUID.
+    Either way every instance arrives as stored."""
+    answers = pacs.kind == "orthanc"
+    ct = seeded.ct
+    study, series = ct[0].study_uid, ct[0].series_uid
+    with GatewayServer(pacs.pacs_config()) as gw:
+        calls = PacsCalls.install(gw)
+        parts = multipart_parts(get(f"{gw.url}/studies/{study}/series/{series}"), DICOM)
+        check_instance_parts(gw, seeded, parts, {i.sop_uid for i in ct})
+        assert calls.levels() == ["STUDY", "IMAGE"]
+        assert "SOPClassesInStudy" in calls.queries[0]
+        assert ("SOPClassUID" in calls.queries[1]) is not answers
+        # The whole study is not cached as such: to the PACS again.
+        del calls.queries[:]
+        parts = multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
+        check_instance_parts(gw, seeded, parts, seeded.studies()[study])
+        assert calls.levels() == (["STUDY", "IMAGE"] if answers else ["IMAGE"])
+        assert ("SOPClassUID" in calls.queries[-1]) is not answers
+        # One instance: the IMAGE level only (one file is cheap to read for Orthanc).
+        del calls.queries[:]
+        other = seeded.mr[0]
+        multipart_parts(get(url_of(gw, other)), DICOM)
+        assert calls.levels() == ["IMAGE"] and "SOPClassUID" in calls.queries[0]
+        assert calls.get == 3
+
+
+def _series_of(files: list[Path]) -> tuple[str, str, set[str]]:
+    datasets = [pydicom.dcmread(f) for f in files]
+    sops = {str(ds.SOPInstanceUID) for ds in datasets}
+    return datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, sops
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
+@pytest.mark.parametrize(
+    "answer",
+    [0xA900, 0xC000, None, ["1.2.840.10008.5.1.4.1.1.4", "not-a-uid"]],
+    ids=["A900", "C000", "empty", "garbled"],
+)
+def test_study_level_refused_or_empty_falls_back_once(
+    make_peer: Any, mr_files: list[Path], answer: Any
+) -> None:
+    """A PACS that answers SOPClassesInStudy with a failure status, an empty or a
+    garbled value: the retrieve still gets every instance, with the instances'
+    own classes, and the next retrieve does not ask the STUDY level again."""
+    peer: RetrievePeer = make_peer(RetrievePeer(mr_files, [GetScript()], study_classes=answer))
+    study, series, sops = _series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        assert set(series_bodies(gw, study, series)) == sops
+        assert peer.levels == ["STUDY", "IMAGE"]
+        assert "SOPClassUID" in peer.image_keys[0]
+        parts = multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
+        assert {str(p.dataset().SOPInstanceUID) for p in parts} == sops
+        assert peer.levels == ["STUDY", "IMAGE", "IMAGE"]
+        assert peer.gets == 2
+
+
+def test_too_many_study_classes_fall_back_to_the_instances_classes(
+    make_peer: Any, mr_files: list[Path]
+) -> None:
+    """Ten classes in the study would leave each fewer than all stored syntaxes in
+    the 128 contexts: the instances' own (one) class is asked instead. The PACS did
+    answer, so it is asked again next time."""
+    many = [MR_STORAGE, *(f"1.2.840.10008.5.1.4.1.1.{n}" for n in range(20, 29))]
+    peer: RetrievePeer = make_peer(RetrievePeer(mr_files, [GetScript()], study_classes=many))
+    study, series, sops = _series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        assert set(series_bodies(gw, study, series)) == sops
+        assert peer.levels == ["STUDY", "IMAGE"]
+        assert "SOPClassUID" in peer.image_keys[0]
+        multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
+        assert peer.levels == ["STUDY", "IMAGE", "STUDY", "IMAGE"]
+
+
+def test_incomplete_study_classes_repeat_the_c_get_with_the_instances_classes(
+    make_peer: Any, mr_files: list[Path], tmp_path: Path
+) -> None:
+    """SOPClassesInStudy names MR only, but the series also holds a Secondary
+    Capture: the first C-GET cannot send it (no context for its class: a failed
+    sub-operation, status B000). The gateway asks the instances' classes and gets
+    the series once more with them: the client receives every instance once, the
+    series is cached whole, and SOPClassesInStudy is not asked again."""
+    capture = pydicom.dcmread(mr_files[0])
+    capture.SOPClassUID = capture.file_meta.MediaStorageSOPClassUID = SC_STORAGE
+    sop = f"{capture.SOPInstanceUID}.7"
+    capture.SOPInstanceUID = capture.file_meta.MediaStorageSOPInstanceUID = sop
+    capture.save_as(tmp_path / "capture.dcm")
+    files = [*mr_files, tmp_path / "capture.dcm"]
+    peer: RetrievePeer = make_peer(RetrievePeer(files, [GetScript()], study_classes=[MR_STORAGE]))
+    study, series, sops = _series_of(files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        response = get(f"{gw.url}/studies/{study}/series/{series}")
+        parts = multipart_parts(response, DICOM)
+        assert sorted(str(p.dataset().SOPInstanceUID) for p in parts) == sorted(sops)
+        assert peer.gets == 2
+        assert peer.levels == ["STUDY", "IMAGE", "IMAGE"]
+        assert "SOPClassUID" not in peer.image_keys[0]
+        assert "SOPClassUID" in peer.image_keys[1]
+        cache = gw.app.state.retriever.cache
+        cached = gw.run(cache.series_instances(study, series))
+        assert cached is not None and {c.sop_uid for c in cached} == sops
+        parts = multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
+        assert sorted(str(p.dataset().SOPInstanceUID) for p in parts) == sorted(sops)
+        assert peer.levels == ["STUDY", "IMAGE", "IMAGE", "IMAGE"]
+        assert peer.gets == 3
+
+
 # --------------------------------------------------------------------------- compressed
 
 

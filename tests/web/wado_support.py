@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +32,7 @@ import requests
 from pydicom import Dataset
 from pydicom.datadict import keyword_for_tag
 from pydicom.encaps import generate_frames
+from pydicom.filereader import read_dataset
 from pydicom.pixels import get_decoder
 from pynetdicom import evt
 from requests_toolbelt.multipart.decoder import MultipartDecoder  # type: ignore[import-untyped]
@@ -300,14 +301,20 @@ class PacsCalls:
     PACS, by wrapping ``PacsClient.find``/``get`` on the running app.
 
     ``hold_get_until_finds``: a C-GET waits (at most 10 s) before it starts until
-    that many C-FINDs have completed, so that requests which are concurrent by
+    that many IMAGE-level C-FINDs (each request's last before its C-GET; a STUDY-level
+    one for the SOP classes may come first) have completed, so that requests which are concurrent by
     construction are also concurrent on the wire, whatever the PACS's latency.
+    ``queries`` holds each C-FIND's identifier, decoded with pydicom.
     """
 
     find: int = 0
     finds_done: int = 0
     get: int = 0
     hold_get_until_finds: int = 0
+    queries: list[Dataset] = field(default_factory=list)
+
+    def levels(self) -> list[str]:
+        return [str(q.QueryRetrieveLevel) for q in self.queries]
 
     @classmethod
     def install(cls, gw: GatewayServer, hold_get_until_finds: int = 0) -> PacsCalls:
@@ -317,10 +324,13 @@ class PacsCalls:
 
         async def find(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             calls.find += 1
+            query = read_dataset(io.BytesIO(args[0](EXPLICIT_LE)), False, True)
+            calls.queries.append(query)
             async with contextlib.aclosing(real_find(*args, **kwargs)) as matches:
                 async for match in matches:
                     yield match
-            calls.finds_done += 1
+            if query.QueryRetrieveLevel == "IMAGE":
+                calls.finds_done += 1
 
         async def get(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
             calls.get += 1
@@ -360,12 +370,19 @@ class GetScript:
 
 
 class RetrievePeer(ScriptedPeer):
-    """A pynetdicom PACS holding ``files`` (one series) that answers IMAGE-level
-    C-FIND and C-GET; each C-GET follows the next ``GetScript`` (the last repeats),
-    the n-th C-FIND is answered after ``find_delays[n]`` seconds.
+    """A pynetdicom PACS holding ``files`` (one series) that answers C-FIND and
+    C-GET; each C-GET follows the next ``GetScript`` (the last repeats), the n-th
+    IMAGE-level C-FIND is answered after ``find_delays[n]`` seconds.
+
+    A STUDY-level C-FIND is answered as ``study_classes`` says: None, one match
+    with SOPClassesInStudy empty (as dcmqrscp and pynetdicom's qrscp); a list,
+    those values (which need not be the instances' classes, nor UIDs); an int,
+    that failure status.
     It records the C-GETs it saw (``gets``), the instances each one sent (``sent``),
-    whether a C-CANCEL (``cancelled``) or an A-ABORT from either side (``aborted``)
-    was seen, and when a C-GET handler has ended (``get_finished``)."""
+    the level of each C-FIND (``levels``), the number of IMAGE-level ones
+    (``finds``) and the keys each of those asked for (``image_keys``), whether a
+    C-CANCEL (``cancelled``) or an A-ABORT from either side (``aborted``) was seen,
+    and when a C-GET handler has ended (``get_finished``)."""
 
     def __init__(
         self,
@@ -373,11 +390,15 @@ class RetrievePeer(ScriptedPeer):
         scripts: Sequence[GetScript],
         *,
         find_delays: Sequence[float] = (),
+        study_classes: Sequence[str] | int | None = None,
     ) -> None:
         self.datasets = [pydicom.dcmread(f) for f in files]
         self.scripts = list(scripts)
         self.find_delays = list(find_delays)
+        self.study_classes = study_classes
         self.finds = 0
+        self.levels: list[str] = []
+        self.image_keys: list[set[str]] = []
         self.gets = 0
         self.sent: list[int] = []
         self.cancelled = threading.Event()
@@ -410,12 +431,35 @@ class RetrievePeer(ScriptedPeer):
         ]
 
     def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        identifier = event.identifier
+        level = str(identifier.get("QueryRetrieveLevel", ""))
         with self._lock:
-            n, self.finds = self.finds, self.finds + 1
+            self.levels.append(level)
+            if level == "STUDY":
+                n = -1
+            else:
+                n, self.finds = self.finds, self.finds + 1
+                self.image_keys.append({e.keyword for e in identifier})
+        if level == "STUDY":
+            yield from self._study_match(identifier)
+            return
         if n < len(self.find_delays):
             time.sleep(self.find_delays[n])
-        for ds in self._selected(event.identifier):
+        for ds in self._selected(identifier):
             yield 0xFF00, _match(ds)
+        yield 0x0000, None
+
+    def _study_match(self, identifier: Dataset) -> Iterator[tuple[int, Dataset | None]]:
+        answer = self.study_classes
+        if isinstance(answer, int):
+            yield answer, None
+            return
+        if self._selected(identifier):
+            out = Dataset()
+            out.QueryRetrieveLevel = "STUDY"
+            out.StudyInstanceUID = identifier.StudyInstanceUID
+            out.SOPClassesInStudy = list(answer or [])
+            yield 0xFF00, out
         yield 0x0000, None
 
     def _on_get(self, event: Any) -> Iterator[Any]:
