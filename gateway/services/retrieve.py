@@ -38,10 +38,11 @@ from gateway.cache import CachedInstance, InstanceCache, StreamFlight
 from gateway.dicom.encode import encode_dataset
 from gateway.dicom.file_meta import file_meta
 from gateway.dicom.identity import identity_of
+from gateway.dimse.errors import AssociationAborted, StatusError
 from gateway.dimse.getscu import RetrievedInstance, SubOperations, proposes_every_syntax
 from gateway.logging_setup import request_id
 from gateway.metrics import Registry
-from gateway.services.errors import GatewayError, NotFound, PacsFailed
+from gateway.services.errors import NotFound, PacsFailed
 from gateway.services.pacs import PacsClient, match_json
 
 log = logging.getLogger(__name__)
@@ -197,9 +198,10 @@ class ClassFinder:
     pynetdicom's qrscp) or refuse it are remembered and not asked again: each
     retrieve from them would pay a useless round trip.  One that has answered once is
     asked every time (an odd study then falls back on its own).  The study-level
-    query can only make a retrieve cheaper, never fail it: whatever goes wrong with
-    it (a failure status, a garbled answer, a timeout) falls back to the per-instance
-    query, logged at DEBUG.  A single instance is asked at the IMAGE level directly
+    query must not fail a retrieve the per-instance query would have served: a
+    failure status, an abort or a garbled answer falls back to the per-instance
+    query, logged at DEBUG (a PACS that cannot be reached, is busy or times out
+    fails the request as before).  A single instance is asked at the IMAGE level directly
     (one file is cheap to read; two queries are not), and a C-MOVE needs no classes
     at all.
     """
@@ -235,12 +237,16 @@ class ClassFinder:
         try:
             async with contextlib.aclosing(pacs.find(_encoder(ds))) as stream:
                 matches = [match async for match in stream]
-        except GatewayError as exc:
-            # A failure status is the PACS's answer to the key (A900, C000 ...);
-            # busy, timed out or unreachable says nothing about it.
-            refused = isinstance(exc, PacsFailed) and exc.dimse_status is not None
-            if refused:
+        except PacsFailed as exc:
+            # A failure status (A900, C000 ...) is the PACS's answer to the key; an
+            # abort may be one too, or a glitch (not remembered). Unreachable, busy
+            # or timed out would fail the IMAGE-level query as well: those propagate,
+            # as they did before (and a swallowed connect failure would turn into
+            # the pool's back-off, a 503 instead of the 502 it is).
+            if isinstance(exc.__cause__, StatusError):
                 self._remember(pacs, False)
+            elif not isinstance(exc.__cause__, AssociationAborted):
+                raise
             log.debug("SOPClassesInStudy from %s: %s; per-instance classes", pacs.name, exc)
             return None
         if not matches:
