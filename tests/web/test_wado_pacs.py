@@ -774,18 +774,25 @@ def _series_of(files: list[Path]) -> tuple[str, str, set[str]]:
     return datasets[0].StudyInstanceUID, datasets[0].SeriesInstanceUID, sops
 
 
+TEN_CLASSES = [MR_STORAGE, *(f"1.2.840.10008.5.1.4.1.1.{n}" for n in range(20, 29))]
+
+
 @pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 @pytest.mark.parametrize(
     "answer",
-    [0xA900, 0xC000, None, ["1.2.840.10008.5.1.4.1.1.4", "not-a-uid"]],
-    ids=["A900", "C000", "empty", "garbled"],
+    [0xA900, 0xC000, None, [MR_STORAGE, "not-a-uid"], TEN_CLASSES],
+    ids=["A900", "C000", "empty", "garbled", "ten-classes"],
 )
-def test_study_level_refused_or_empty_falls_back_once(
+def test_unusable_study_classes_fall_back_to_the_instances_classes(
     make_peer: Any, mr_files: list[Path], answer: Any
 ) -> None:
     """A PACS that answers SOPClassesInStudy with a failure status, an empty or a
     garbled value: the retrieve still gets every instance, with the instances'
-    own classes, and the next retrieve does not ask the STUDY level again."""
+    own classes, and the next retrieve does not ask the STUDY level again. Ten
+    classes would leave each fewer than all stored syntaxes in the 128 contexts:
+    the instances' own (one) class is asked too, but that PACS did answer, so it
+    is asked again next time."""
+    answered = answer is TEN_CLASSES
     peer: RetrievePeer = make_peer(RetrievePeer(mr_files, [GetScript()], study_classes=answer))
     study, series, sops = _series_of(mr_files)
     with GatewayServer(peer.pacs_config()) as gw:
@@ -794,25 +801,9 @@ def test_study_level_refused_or_empty_falls_back_once(
         assert "SOPClassUID" in peer.image_keys[0]
         parts = multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
         assert {str(p.dataset().SOPInstanceUID) for p in parts} == sops
-        assert peer.levels == ["STUDY", "IMAGE", "IMAGE"]
+        assert peer.levels == ["STUDY", "IMAGE", *(["STUDY"] if answered else []), "IMAGE"]
+        assert "SOPClassUID" in peer.image_keys[1]
         assert peer.gets == 2
-
-
-def test_too_many_study_classes_fall_back_to_the_instances_classes(
-    make_peer: Any, mr_files: list[Path]
-) -> None:
-    """Ten classes in the study would leave each fewer than all stored syntaxes in
-    the 128 contexts: the instances' own (one) class is asked instead. The PACS did
-    answer, so it is asked again next time."""
-    many = [MR_STORAGE, *(f"1.2.840.10008.5.1.4.1.1.{n}" for n in range(20, 29))]
-    peer: RetrievePeer = make_peer(RetrievePeer(mr_files, [GetScript()], study_classes=many))
-    study, series, sops = _series_of(mr_files)
-    with GatewayServer(peer.pacs_config()) as gw:
-        assert set(series_bodies(gw, study, series)) == sops
-        assert peer.levels == ["STUDY", "IMAGE"]
-        assert "SOPClassUID" in peer.image_keys[0]
-        multipart_parts(get(f"{gw.url}/studies/{study}"), DICOM)
-        assert peer.levels == ["STUDY", "IMAGE", "STUDY", "IMAGE"]
 
 
 def test_incomplete_study_classes_repeat_the_c_get_with_the_instances_classes(
