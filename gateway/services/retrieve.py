@@ -201,9 +201,9 @@ class ClassFinder:
     query must not fail a retrieve the per-instance query would have served: a
     failure status, an abort or a garbled answer falls back to the per-instance
     query, logged at DEBUG (a PACS that cannot be reached, is busy or times out
-    fails the request as before).  A single instance is asked at the IMAGE level directly
-    (one file is cheap to read; two queries are not), and a C-MOVE needs no classes
-    at all.
+    fails the request as before).  A single instance is asked at the IMAGE level
+    directly (one file is cheap to read; two queries are not), and a C-MOVE needs
+    no classes at all.
     """
 
     def __init__(self) -> None:
