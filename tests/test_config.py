@@ -80,3 +80,13 @@ def test_header_attributes_are_checked(tmp_path: Path, keyword: str, message: st
     )
     with pytest.raises(ConfigError, match=message):
         load_settings(toml, env={})
+
+
+def test_study_level_header_attributes_are_refused_at_start() -> None:
+    from gateway.web.app import create_app
+
+    pacs = PacsConfig(
+        name="q", aet="Q", host="127.0.0.1", port=11112, header_attributes=("StudyDescription",)
+    )
+    with pytest.raises(ConfigError, match="study attribute"):
+        create_app(load_settings(env={}, pacs=(pacs,)))

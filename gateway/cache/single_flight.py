@@ -28,8 +28,10 @@ Rules, the same for both:
 
 A ``SharedStream`` keeps every item for as long as a reader may want to replay
 it, so items must be small references (cached paths, UIDs), never the bytes of
-instances: the disk is the buffer. This also means a shared retrieve runs at the
-PACS's pace, not the slowest client's.
+instances: the disk is the buffer (the retriever's items hold an instance's
+bytes only until its cache write is done, or for good if that write fails).
+This also means a shared retrieve runs at the PACS's pace, not the slowest
+client's.
 
 Event-loop only (no threads); no state outside the objects, so an app keeps one
 registry per kind of operation in its state.

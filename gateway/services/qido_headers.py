@@ -34,6 +34,7 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from gateway.config import ConfigError, PacsConfig
 from gateway.dicom.dicom_json import elements_to_json
 from gateway.dicom.part10 import read_part10
 from gateway.dicom.walker import DicomParseError, walk_dataset
@@ -62,19 +63,23 @@ def _first(item: dict[str, Any], tag: str) -> str | None:
     return None
 
 
+def check_header_attributes(pacs: PacsConfig) -> None:
+    """Refuse study attributes (gateway/config.py has checked keyword and VR): a
+    study result would need a header from every one of its series."""
+    for keyword in pacs.header_attributes:
+        tag = tag_for_keyword(keyword)
+        if tag is not None and attribute_level(int(tag)) == "STUDY":
+            raise ConfigError(
+                f"pacs {pacs.name}: header_attributes: {keyword} is a study attribute; "
+                "only series and instance attributes can be read from the instances"
+            )
+
+
 @functools.lru_cache(maxsize=16)
 def configured_tags(keywords: tuple[str, ...]) -> frozenset[int]:
-    """The tags of a PACS's ``header_attributes`` that can be read per series or instance."""
-    tags = set()
-    for keyword in keywords:
-        tag = tag_for_keyword(keyword)
-        if tag is None:
-            continue  # config validation rejects these; nothing to read here
-        if attribute_level(int(tag)) == "STUDY":
-            log.warning("header_attributes: %s is a study attribute, not read", keyword)
-            continue
-        tags.add(int(tag))
-    return frozenset(tags)
+    """The tags of a PACS's ``header_attributes`` (checked at start-up)."""
+    tags = (tag_for_keyword(k) for k in keywords)
+    return frozenset(int(t) for t in tags if t is not None and attribute_level(int(t)) != "STUDY")
 
 
 def _levels_read(level: Level) -> tuple[Level, ...]:
@@ -82,15 +87,32 @@ def _levels_read(level: Level) -> tuple[Level, ...]:
     return ("SERIES", "IMAGE") if level == "IMAGE" else ("SERIES",) if level == "SERIES" else ()
 
 
-def header_json(data: bytes | memoryview, wanted: frozenset[int]) -> dict[str, Any]:
-    """The ``wanted`` top-level attributes of a Part 10 file (or of its first bytes).
+class _Truncated(ValueError):
+    """The bytes read end before the header does: read the whole file."""
 
-    The walk stops before Pixel Data; raises DicomParseError when the bytes end
-    before that (then the caller reads the whole file)."""
+
+def header_json(
+    data: bytes | memoryview, wanted: frozenset[int], *, whole: bool = True
+) -> dict[str, Any]:
+    """The ``wanted`` top-level attributes of a Part 10 file, or of its first bytes.
+
+    The walk stops before Pixel Data.  With ``whole=False`` the bytes are only the
+    start of the file, and a walk that simply runs out of bytes at an element
+    boundary would look complete: so the header counts only up to a Pixel Data
+    tag found in them (a walk that does not end exactly there raises), and
+    without one the caller must read the whole file (``_Truncated``)."""
     part = read_part10(data)
+    end = None
+    if not whole:
+        marker = b"\xe0\x7f\x10\x00" if part.little_endian else b"\x7f\xe0\x00\x10"
+        found_at = bytes(part.data).find(marker, part.offset)
+        if found_at < 0:
+            raise _Truncated("no Pixel Data within the bytes read")
+        end = found_at  # an icon's or a value's bytes there make the walk fail: whole file
     elements = walk_dataset(
         part.data,
         part.offset,
+        end,
         explicit_vr=part.explicit_vr,
         little_endian=part.little_endian,
         stop_before=_PIXEL_DATA,
@@ -106,18 +128,18 @@ def _read_header(instance: InstanceData, wanted: frozenset[int]) -> dict[str, An
     """Blocking: the header from the file's first bytes, or from all of it if need be."""
     if instance.part10 is not None:
         return header_json(instance.part10, wanted)
-    if instance.chunks is not None:  # just received, its cache write still to come
-        prefix = b"".join(memoryview(c)[:_HEADER_PREFIX] for c in instance.chunks)
-        try:
-            return header_json(prefix[:_HEADER_PREFIX], wanted)
-        except (DicomParseError, ValueError):
-            return header_json(b"".join(instance.chunks), wanted)
+    # Taken once: the event loop may drop them (the cache write finished) meanwhile;
+    # the path is set before they are dropped.
+    chunks = instance.chunks
+    if chunks is not None:  # just received, its cache write still to come
+        joined = b"".join(chunks)
+        return header_json(joined, wanted)
     assert instance.path is not None
     with instance.path.open("rb") as f:
         prefix = f.read(_HEADER_PREFIX)
         if len(prefix) == _HEADER_PREFIX:
             try:
-                return header_json(prefix, wanted)
+                return header_json(prefix, wanted, whole=False)
             except (DicomParseError, ValueError):
                 prefix += f.read()
     return header_json(prefix, wanted)
@@ -157,6 +179,9 @@ class HeaderReader:
         self._pacs = pacs
         self._retriever = source.retriever
         self._memo = source.memo
+        # The URL's own series: a relational search scopes its children to series too,
+        # but only a search the client scoped to one series retrieves it whole.
+        self._url_series = query.series_uid
         self._left = source.max_retrieves
         self._skipped: set[str] = set()
         self._configured = configured_tags(pacs.config.header_attributes)
@@ -266,7 +291,9 @@ class HeaderReader:
             try:
                 header = await asyncio.to_thread(_read_header, instance, self._configured)
             except (OSError, DicomParseError, ValueError) as exc:
-                log.warning("could not read an instance's header for a search: %s", exc)
+                # Not the exception's text: a cache path names the SOP Instance UID.
+                reason = exc.strerror if isinstance(exc, OSError) else type(exc).__name__
+                log.warning("could not read an instance's header for a search: %s", reason)
                 continue
             self._memo.put((self._pacs.name, instance.sop_instance_uid), header)
 
@@ -302,7 +329,7 @@ class HeaderReader:
             if ident and sop and not self._known(sop):
                 by_series.setdefault(ident, []).append(sop)
         cache = self._retriever.cache
-        whole = query.series_uid is not None and cache is not None and cache.writable
+        whole = self._url_series is not None and cache is not None and cache.writable
         for (study, series), sops in by_series.items():
             cached = await self._retriever.cached(Target(study, series))
             if cached is not None:

@@ -81,6 +81,10 @@ class InstanceData:
     the cache the retriever sets ``path`` and drops ``chunks``: a shared
     retrieve keeps its items for late subscribers, and they must not pin a
     whole series in memory (only the instance being written holds bytes).
+    Not so when a cache write fails (the disk filled up during the retrieve):
+    that instance keeps its bytes for as long as the flight lasts, as the
+    in-memory ``part10`` did before; a disk that stays full makes the next
+    retrieves go straight to the PACS, unshared (see ``instances``).
     """
 
     study_uid: str
@@ -195,8 +199,8 @@ class ClassFinder:
     study), while a STUDY-level SOPClassesInStudy is cheap.  So for a study or a
     series the STUDY level is asked first and, if it names classes, the IMAGE level
     is asked for the UIDs only.  PACS that leave SOPClassesInStudy empty (dcmqrscp,
-    pynetdicom's qrscp) or refuse it are remembered and not asked again: each
-    retrieve from them would pay a useless round trip.  One that has answered once is
+    pynetdicom's qrscp) or refuse it are remembered and not asked again for an
+    hour: each retrieve from them would pay a useless round trip.  One that has answered once is
     asked every time (an odd study then falls back on its own).  The study-level
     query must not fail a retrieve the per-instance query would have served: a
     failure status, an abort or a garbled answer falls back to the per-instance
@@ -206,14 +210,27 @@ class ClassFinder:
     no classes at all.
     """
 
+    #: A PACS found not to answer is asked again after this long: it may have been
+    #: upgraded, or one stale answer made us distrust a PACS that usually answers.
+    RETRY_SECONDS = 3600.0
+
     def __init__(self) -> None:
         #: PACS name -> whether it answers SOPClassesInStudy (absent: not known yet).
         self._answers: dict[str, bool] = {}
+        self._since: dict[str, float] = {}
+
+    def _asks(self, pacs: PacsClient) -> bool:
+        if self._answers.get(pacs.name, True):
+            return True
+        if time.monotonic() - self._since.get(pacs.name, 0.0) >= self.RETRY_SECONDS:
+            del self._answers[pacs.name]
+            return True
+        return False
 
     async def find(self, pacs: PacsClient, target: Target) -> Found:
         if pacs.config.retrieve_method == "move":
             return Found(await instance_uids(pacs, target), None)
-        if target.level != "IMAGE" and self._answers.get(pacs.name, True):
+        if target.level != "IMAGE" and self._asks(pacs):
             classes = await self._study_classes(pacs, target.study_uid)
             if classes is not None:
                 return Found(await instance_uids(pacs, target), classes, study_level=True)
@@ -224,12 +241,14 @@ class ClassFinder:
         """The PACS's SOPClassesInStudy missed a class: use the per-instance classes
         from now on rather than risk another C-GET that has to be repeated."""
         self._answers[pacs.name] = False
+        self._since[pacs.name] = time.monotonic()
 
     def _remember(self, pacs: PacsClient, answered: bool) -> None:
         if answered:
             self._answers[pacs.name] = True
-        else:
-            self._answers.setdefault(pacs.name, False)
+        elif pacs.name not in self._answers:
+            self._answers[pacs.name] = False
+            self._since[pacs.name] = time.monotonic()
 
     async def _study_classes(self, pacs: PacsClient, study_uid: str) -> set[str] | None:
         """SOPClassesInStudy, or None to fall back to the per-instance classes."""
@@ -449,10 +468,13 @@ class Retriever:
         finished = False
         try:
             failure: PacsFailed | None = None
+            # Each C-GET closed with this generator (aclosing): a client that hangs up
+            # cancels it here and now, not later from a garbage collector's hook.
             fetch = self._fetch(pacs, target, found.classes, progress, by_series, received)
             try:
-                async for data in fetch:
-                    yield data
+                async with contextlib.aclosing(fetch) as first:
+                    async for data in first:
+                        yield data
             except PacsFailed as exc:
                 # Every sub-operation failing may end the C-GET with a failure status.
                 if not found.study_level or exc.dimse_status is None:
@@ -461,8 +483,9 @@ class Retriever:
             classes = await self._missed_classes(pacs, target, found, progress, received)
             if classes is not None:
                 fetch = self._fetch(pacs, target, classes, progress, by_series, received)
-                async for data in fetch:
-                    yield data
+                async with contextlib.aclosing(fetch) as again:
+                    async for data in again:
+                        yield data
             elif failure is not None:
                 raise failure
             finished = True

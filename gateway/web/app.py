@@ -25,7 +25,7 @@ from gateway.config import Settings
 from gateway.metrics import Registry
 from gateway.services.instance_views import InstanceViews
 from gateway.services.pacs import PacsDirectory
-from gateway.services.qido_headers import HeaderSource
+from gateway.services.qido_headers import HeaderSource, check_header_attributes
 from gateway.services.retrieve import Retriever
 from gateway.services.workers import Workers
 from gateway.web import qido_routes, rendered_routes, stow_routes, wado_routes, wado_uri_routes
@@ -90,6 +90,8 @@ def _outer_middleware(settings: Settings, registry: Registry) -> Callable[[ASGIA
 
 
 def create_app(settings: Settings) -> Starlette:
+    for pacs in settings.pacs:
+        check_header_attributes(pacs)  # ConfigError now, not a warning at the first search
     registry = Registry()
 
     @contextlib.asynccontextmanager
