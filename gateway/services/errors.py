@@ -71,9 +71,18 @@ class PacsBusy(GatewayError):
 
     status: ClassVar[int] = 503
 
-    def __init__(self, message: str, *, retry_after: float = 2.0, identifying: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float = 2.0,
+        identifying: str = "",
+        status: int | None = None,
+    ) -> None:
         super().__init__(message, identifying=identifying)
         self.retry_after = retry_after
+        #: The DIMSE status (A7xx) when the PACS answered one, None for our own pool.
+        self.dimse_status = status
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, round(self.retry_after)))}

@@ -60,7 +60,9 @@ def translate(exc: DimseError, pacs: str, retry_after: float) -> GatewayError:
         # The PACS's own comment may quote a patient's name or a UID (log_phi).
         text = f"PACS {pacs}: {exc.operation} failed with status 0x{exc.status:04X}"
         if 0xA700 <= exc.status <= 0xA7FF:
-            return PacsBusy(text, retry_after=retry_after, identifying=exc.comment)
+            return PacsBusy(
+                text, retry_after=retry_after, identifying=exc.comment, status=exc.status
+            )
         return PacsFailed(text, status=exc.status, identifying=exc.comment)
     if isinstance(exc, PoolExhausted):
         return PacsBusy(f"PACS {pacs}: {exc}", retry_after=retry_after)

@@ -42,7 +42,7 @@ from gateway.dimse.errors import AssociationAborted, StatusError
 from gateway.dimse.getscu import RetrievedInstance, SubOperations, proposes_every_syntax
 from gateway.logging_setup import request_id
 from gateway.metrics import Registry
-from gateway.services.errors import NotFound, PacsFailed
+from gateway.services.errors import NotFound, PacsBusy, PacsFailed
 from gateway.services.pacs import PacsClient, match_json
 
 log = logging.getLogger(__name__)
@@ -467,7 +467,7 @@ class Retriever:
         progress.start(self.progress_log_seconds)
         finished = False
         try:
-            failure: PacsFailed | None = None
+            failure: PacsFailed | PacsBusy | None = None
             # Each C-GET closed with this generator (aclosing): a client that hangs up
             # cancels it here and now, not later from a garbage collector's hook.
             fetch = self._fetch(pacs, target, found.classes, progress, by_series, received)
@@ -475,8 +475,10 @@ class Retriever:
                 async with contextlib.aclosing(fetch) as first:
                     async for data in first:
                         yield data
-            except PacsFailed as exc:
-                # Every sub-operation failing may end the C-GET with a failure status.
+            except (PacsFailed, PacsBusy) as exc:
+                # Every sub-operation failing may end the C-GET with a failure status:
+                # C000, or A702 (out of resources: unable to perform sub-operations,
+                # what pynetdicom answers when all failed), which maps to a 503.
                 if not found.study_level or exc.dimse_status is None:
                     raise
                 failure = exc

@@ -492,8 +492,14 @@ class RetrievePeer(ScriptedPeer):
             self.get_finished.set()
 
 
-def raw_get_then_hang_up(url: str, read_bytes: int, timeout: float = 10) -> bytes:
-    """Send a GET, read ``read_bytes`` of the response (headers included), close."""
+def raw_get_then_hang_up(
+    url: str,
+    read_bytes: int,
+    timeout: float = 10,
+    before_close: Callable[[], object] | None = None,
+) -> bytes:
+    """Send a GET, read ``read_bytes`` of the response (headers included), close
+    (after ``before_close()``, to hang up at a chosen moment)."""
     u = urlsplit(url)
     assert u.hostname is not None and u.port is not None
     with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
@@ -505,6 +511,8 @@ def raw_get_then_hang_up(url: str, read_bytes: int, timeout: float = 10) -> byte
             if not chunk:
                 break
             got += chunk
+        if before_close is not None:
+            before_close()
         # linger 0: close() resets the connection, as a killed browser tab would
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     return got
