@@ -331,7 +331,7 @@ class HeaderReader:
         cache = self._retriever.cache
         whole = self._url_series is not None and cache is not None and cache.writable
         for (study, series), sops in by_series.items():
-            cached = await self._retriever.cached(Target(study, series))
+            cached = await self._retriever.cached(Target(study, series), count=False)
             if cached is not None:
                 wanted = set(sops)
                 await self._read([i for i in cached if i.sop_instance_uid in wanted])
@@ -342,7 +342,7 @@ class HeaderReader:
                 continue
             for sop in sops:
                 target = Target(study, series, sop)
-                hit = await self._retriever.cached(target)
+                hit = await self._retriever.cached(target, count=False)
                 if hit is not None:
                     await self._read(hit)
                 elif self._spend():
@@ -350,7 +350,7 @@ class HeaderReader:
 
     async def _one_of_series(self, study: str, series: str) -> dict[str, Any] | None:
         """The header of any one instance of the series: the series' attributes."""
-        cached = await self._retriever.cached(Target(study, series))
+        cached = await self._retriever.cached(Target(study, series), count=False)
         if cached is None:
             if not self._spend():
                 return None

@@ -620,10 +620,13 @@ class Retriever:
         async with contextlib.aclosing(self.instances(pacs, target)) as items:
             return [item async for item in items]
 
-    async def cached(self, target: Target) -> list[InstanceData] | None:
-        """The whole target from the cache, or None (then use ``instances``)."""
+    async def cached(self, target: Target, *, count: bool = True) -> list[InstanceData] | None:
+        """The whole target from the cache, or None (then use ``instances``).
+
+        ``count=False``: a look that answers no WADO request (a QIDO search reading
+        headers), so it is not a cache hit in the metrics."""
         found = await self._lookup(target)
-        if found is not None:
+        if found is not None and count:
             self._count_hit(target)
         return found
 

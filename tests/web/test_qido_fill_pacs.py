@@ -411,6 +411,27 @@ def test_a_second_search_reads_no_instance_again(
     assert _dimse_count(gateway, "C-GET") == retrieves
 
 
+def _cache_hits(gateway: GatewayServer) -> float:
+    text = requests.get(gateway.root + "/metrics", timeout=10).text
+    lines = [x for x in text.splitlines() if x.startswith("dicomweb_cache_hits_total")]
+    return sum(float(x.rsplit(" ", 1)[1]) for x in lines)
+
+
+def test_headers_from_a_cached_series_are_no_wado_cache_hit(
+    fresh_header_gateway: GatewayServer,
+) -> None:
+    """The metric counts WADO requests answered from the cache; a search is none."""
+    gateway = fresh_header_gateway
+    series = f"/studies/{ROOT}1/series/{ROOT}1.1"
+    assert requests.get(gateway.url + series, timeout=30).status_code == 200  # cached whole
+    got = search(gateway, series + "/instances", {"SOPClassUID": SOP_CLASS["MR"]})
+    assert len(got) == 2
+    assert _dimse_count(gateway, "C-GET") == 1  # the headers came from the cache
+    assert _cache_hits(gateway) == 0
+    assert requests.get(gateway.url + series, timeout=30).status_code == 200
+    assert _cache_hits(gateway) == 1  # a WADO request answered from the cache is one
+
+
 def test_a_relational_instance_search_does_not_retrieve_whole_series(
     fresh_header_gateway: GatewayServer,
 ) -> None:
