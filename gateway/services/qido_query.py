@@ -321,9 +321,14 @@ def parse_attribute(name: str) -> TagPath | None:
     return tuple(path)
 
 
+def is_uid(value: str) -> bool:
+    """Whether ``value`` is a well-formed UID (PS3.5 9.1)."""
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 def validate_uid(parameter: str, value: str) -> str:
     """Return ``value`` if it is a well-formed UID (PS3.5 9.1), else raise InvalidParameter."""
-    if len(value) > 64 or not _UID.fullmatch(value):
+    if not is_uid(value):
         raise InvalidParameter(parameter, f"not a valid UID: {value!r}")
     return value
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
@@ -44,6 +43,7 @@ from gateway.logging_setup import request_id
 from gateway.metrics import Registry
 from gateway.services.errors import NotFound, PacsBusy, PacsFailed
 from gateway.services.pacs import PacsClient, match_json
+from gateway.services.qido_query import is_uid
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,6 @@ async def instance_classes(pacs: PacsClient, target: Target) -> tuple[list[str],
     return await _image_find(pacs, target, with_classes=True)
 
 
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
-
-
 @dataclass(frozen=True)
 class Found:
     """What the C-FINDs before a retrieve learned: the target's instances and the SOP
@@ -275,7 +272,7 @@ class ClassFinder:
             for match in matches:
                 value = match_json(pacs.config.aet, match).get("00080062", {}).get("Value")
                 for uid in value or ():
-                    if not isinstance(uid, str) or len(uid) > 64 or not _UID.fullmatch(uid):
+                    if not isinstance(uid, str) or not is_uid(uid):
                         raise PacsFailed(f"PACS {pacs.name}: SOPClassesInStudy {uid!r}")
                     classes.add(uid)
         except PacsFailed as exc:
