@@ -386,6 +386,96 @@ def test_parser_rejects_implausible_lengths() -> None:
         P.PduParser().feed(b"\x01\x00" + b"\x7f\xff\xff\xff")
 
 
+def _read_in_place(parser: P.PduParser, wire: bytes, sizes: list[int]) -> list[P.Pdu]:
+    """What asyncio's BufferedProtocol does: recv_into get_buffer(), then buffer_updated;
+    each read takes at most the next of ``sizes`` bytes (cycled)."""
+    out: list[P.Pdu] = []
+    pos = 0
+    step = 0
+    while pos < len(wire):
+        buf = parser.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), sizes[step % len(sizes)], len(wire) - pos)
+        buf[:n] = wire[pos : pos + n]
+        del buf
+        pos += n
+        step += 1
+        out += parser.buffer_updated(n)
+    return out
+
+
+def _message_pdus(context_id: int, command: bytes, dataset: bytes, max_pdu: int) -> bytes:
+    frags = [
+        *P.pdata_fragments(context_id, command, is_command=True, max_pdu_length=max_pdu),
+        *P.pdata_fragments(context_id, dataset, is_command=False, max_pdu_length=max_pdu),
+    ]
+    return b"".join(f.encode() for f in frags)
+
+
+@pytest.mark.parametrize("sizes", [[1], [7, 3], [4096], [65536], [1 << 20], [5, 70000, 13]])
+def test_reading_in_place_gives_what_feed_gives(sizes: list[int]) -> None:
+    dataset = bytes(range(256)) * 2000  # 512,000 bytes: 4 P-DATA-TF of up to 128 KB
+    wire = (
+        ASSOCIATE_AC
+        + _message_pdus(1, b"C" * 80, dataset, 131072)
+        + _message_pdus(3, b"D" * 40, b"small", 131072)
+        + PDATA
+        + RELEASE_RQ
+    )
+    expected = [normalized(p) for p in P.PduParser().feed(wire)]
+    got = _read_in_place(P.PduParser(), wire, sizes)
+    assert [normalized(p) for p in got] == expected
+    data = [v for p in got if isinstance(p, P.PDataTF) for v in p.pdvs if not v.is_command]
+    n = len(P.pdata_fragments(1, dataset, is_command=False, max_pdu_length=131072))
+    assert b"".join(bytes(v.data) for v in data[:n]) == dataset
+    assert data[n - 1].whole is not None and bytes(data[n - 1].whole) == dataset
+    assert data[n].data == b"small" and data[n].whole is None  # small: copied out as bytes
+
+
+def test_a_data_set_in_many_pdus_is_one_view_the_assembler_does_not_join() -> None:
+    from gateway.dimse.messages import Command, MessageAssembler
+
+    command = Command({"CommandField": 0x0001, "MessageID": 1, "CommandDataSetType": 0x0000})
+    dataset = bytes(range(256)) * 12_000  # 3 MB: more than the first buffer (1 MB)
+    wire = _message_pdus(1, command.encode(), dataset, 16384)
+    assembler = MessageAssembler()
+    messages = []
+    for pdu in _read_in_place(P.PduParser(), wire, [65536]):
+        assert isinstance(pdu, P.PDataTF)
+        messages += list(assembler.feed(pdu.pdvs))
+    (message,) = messages
+    assert isinstance(message.dataset, memoryview)  # the parser's run, not a join
+    assert message.dataset == dataset
+    # The next data set starts a run of its own: the first one's bytes stay.
+    more = _message_pdus(1, command.encode(), b"x" * 300_000, 16384)
+    for pdu in P.PduParser().feed(more):
+        assert isinstance(pdu, P.PDataTF)
+        list(assembler.feed(pdu.pdvs))
+    assert message.dataset == dataset
+
+
+def test_a_command_ends_a_data_run_so_the_next_data_set_is_not_joined_to_it() -> None:
+    head = P.PDataTF((P.PDV(1, False, False, b"a" * 20000),)).encode()  # unfinished data set
+    cmd = P.PDataTF((P.PDV(1, True, True, b"cmd"),)).encode()
+    tail = P.PDataTF((P.PDV(1, False, True, b"b" * 20000),)).encode()
+    pdus = P.PduParser().feed(head + cmd + tail)
+    last = pdus[2]
+    assert isinstance(last, P.PDataTF)
+    assert last.pdvs[0].whole is not None and bytes(last.pdvs[0].whole) == b"b" * 20000
+
+
+def test_a_pdu_bigger_than_the_scratch_buffer_is_read_in_place() -> None:
+    contexts = tuple(
+        P.PresentationContextRQ(2 * i + 1, f"1.2.840.10008.5.1.4.1.1.{i}", (IMPLICIT_LE,) * 40)
+        for i in range(127)
+    )
+    rq = P.AssociateRequest("ANY-SCP", "ECHOSCU", contexts=contexts)
+    wire = rq.encode()
+    assert len(wire) > 100_000
+    (got,) = _read_in_place(P.PduParser(), wire, [8192])
+    assert got == rq
+
+
 # --------------------------------------------------------------------------- invalid PDUs
 
 
