@@ -10,6 +10,8 @@ JPEG 2000 (lossless) CT slice.
    (first bytes of the first part's body; target <= 0.2 s);
 2. the same by C-MOVE (gateway ``retrieve_method = "move"``) vs ``movescu`` into
    DCMTK ``storescp`` writing to tmpfs (and ``--ignore``): ratio (target <= 1.25x);
+   1 and 2 again in one gateway process that keeps running, a not yet cached copy
+   of the series per round (``test_cold_series_running_gateway``);
 3. the same series warm (from the gateway's cache) vs Orthanc's own WADO-RS:
    throughput ratio (target >= 1.0x);
 4. series ``/metadata`` of 500 instances warm vs Orthanc's own: ratio (target: the
@@ -109,6 +111,9 @@ class WadoData:
     warmup: list[SampleInstance]  # a small series to warm a fresh gateway process up
     meta: list[SampleInstance]  # 500 x 64x64
     j2k: SampleInstance
+    #: ROUNDS + 1 copies of the CT series, each in a study of its own: a cold
+    #: series per round for one long-running gateway (target 1, second form).
+    clones: list[list[SampleInstance]]
 
     @property
     def ct_bytes(self) -> int:
@@ -203,7 +208,19 @@ def wado_data(tmp_path_factory: pytest.TempPathFactory) -> WadoData:
     pixels = np.random.default_rng(78).integers(0, 4096, (64, 64), dtype="<u2").tobytes()
     meta = _clone_series(root / "meta", template, pixels, _uid(78), [_uid(78, 1)], 500)
     j2k = _j2k_instance(root, ct[0])
-    return WadoData(demo.instances, ct, warmup, meta, j2k)
+    ct_template = pydicom.dcmread(ct[0].path)
+    clones = [
+        _clone_series(
+            root / f"clone-{r}",
+            ct_template,
+            ct_template.PixelData,
+            _uid(77, r),
+            [_uid(77, r, 1)],
+            100,
+        )
+        for r in range(ROUNDS + 1)
+    ]
+    return WadoData(demo.instances, ct, warmup, meta, j2k, clones)
 
 
 # --------------------------------------------------------------------------- peers
@@ -228,7 +245,8 @@ def wado_orthanc(
     )
     server.start()
     try:
-        report = seed(server, [*wado_data.demo, *wado_data.meta, wado_data.j2k])
+        clones = [i for series in wado_data.clones for i in series]
+        report = seed(server, [*wado_data.demo, *wado_data.meta, wado_data.j2k, *clones])
         assert not report.refused, report.refused
         yield server
     finally:
@@ -245,7 +263,7 @@ def wado_dcmqrscp(
     )
     server.start()
     try:
-        report = seed(server, wado_data.demo)
+        report = seed(server, [*wado_data.demo, *(i for c in wado_data.clones for i in c)])
         assert not report.refused, report.refused
         yield server
     finally:
@@ -637,6 +655,71 @@ def test_cold_series(
         "movescu -> storescp --ignore, 128 KB PDU",
     )
     report.add(f"{label} C-MOVE time to first part", p50(firsts["gw-move"]), 0.2, "target of C-GET")
+
+
+def _reference(
+    method: str, pacs: Any, series: list[SampleInstance], storescps: Path, shm_out: Path
+) -> float:
+    """getscu, or movescu into storescp writing to tmpfs, of ``series``."""
+    keys = _series_keys(series[0])
+    if method == "get":
+        return _getscu(pacs, keys, shm_out)
+    elapsed = _movescu(pacs, keys, SCP_SHM)
+    assert _empty(storescps) == len(series)
+    return elapsed
+
+
+def test_cold_series_running_gateway(
+    cold_pacs: Any,
+    wado_data: WadoData,
+    storescps: Path,
+    scp_ports: dict[str, int],
+    tmp_path: Path,
+    report: Report,
+) -> None:
+    """Targets 1 and 2 in a gateway that keeps running: each round retrieves a series
+    it has not cached yet (a copy of the CT series in a study of its own).
+
+    A fresh process per round (``test_cold_series``) also pays what a running server
+    paid once: heap growth, worker threads, SQLite's page cache, and the first runs
+    of every code path. Both are printed. The reference runs while the gateway is
+    up and idle, before the gateway's retrieve in odd rounds and after it in even
+    ones (the PACS's file cache then favours neither).
+    """
+    shm_out = SHM / f"wado-bench-getscu-{uuid.uuid4().hex[:8]}"
+    times: dict[str, list[float]] = {}
+    for method in ("get", "move"):
+        with GatewayProcess(
+            tmp_path, cold_pacs, method=method, store_scp_port=scp_ports[GATEWAY_AET]
+        ) as gw:
+            fetch(gw.port, _series_path(gw.base, wado_data.warmup[0]), DICOM_ACCEPT)
+            fetch(gw.port, _series_path(gw.base, wado_data.clones[0][0]), DICOM_ACCEPT)
+            for r in range(1, ROUNDS + 1):
+                series = wado_data.clones[r]
+                ref = _reference(method, cold_pacs, series, storescps, shm_out) if r % 2 else None
+                got = fetch(gw.port, _series_path(gw.base, series[0]), DICOM_ACCEPT)
+                assert got.nbytes >= wado_data.ct_bytes and got.tail.endswith(b"--\r\n")
+                if ref is None:
+                    ref = _reference(method, cold_pacs, series, storescps, shm_out)
+                times.setdefault(f"gw-{method}", []).append(got.seconds)
+                times.setdefault("getscu" if method == "get" else "movescu-shm", []).append(ref)
+    kind, n = cold_pacs.kind, len(wado_data.ct)
+    label = f"{kind}: cold series {n} x {wado_data.ct_bytes / n / 1000:.0f} KB, running gateway"
+    print(f"\n{label}, ms median (min-max) over {ROUNDS} rounds:")
+    for key, values in times.items():
+        print(f"  {key:16s} {_spread(values)} ms")
+    report.add(
+        f"{label} C-GET (target <= 1.25x)",
+        p50(times["gw-get"]),
+        p50(times["getscu"]),
+        "getscu -> tmpfs",
+    )
+    report.add(
+        f"{label} C-MOVE (target <= 1.25x)",
+        p50(times["gw-move"]),
+        p50(times["movescu-shm"]),
+        "movescu -> storescp -> tmpfs",
+    )
 
 
 # --------------------------------------------------------------------------- 3: warm series
