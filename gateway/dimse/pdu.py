@@ -421,8 +421,13 @@ _AFTER_VALUE = 4 * 1024
 """Bytes read after a value went straight to its place: most likely the next PDU
 and PDV headers and a command, then the next value (the window grows again when
 small PDUs keep coming)."""
-_SMALL_VALUE = 16 * 1024
-"""A whole data set up to this size in one PDV is copied out as ``bytes``."""
+_SMALL_VALUE = 4 * 1024
+"""A data PDV value up to this size that does not continue a data set read in place
+is copied out as ``bytes`` (the assembler joins such fragments, as before): tiny
+fragments must not each start a buffer of their own."""
+_MAX_OTHER_PDU = 1 << 20
+"""Bound on the PDUs other than P-DATA-TF (an A-ASSOCIATE-RQ with 128 contexts is
+tens of KB): a 6-byte header must not make us allocate more before any bytes came."""
 
 
 class _DataRun:
@@ -497,7 +502,7 @@ class PduParser:
             raise PduError(f"P-DATA-TF of {length} bytes exceeds the negotiated maximum")
         if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
             raise PduError(f"unrecognized PDU type 0x{pdu_type:02X}")
-        if length > 64 * 1024 * 1024:
+        if length > (64 << 20 if pdu_type == 0x04 else _MAX_OTHER_PDU):
             raise PduError(f"PDU length {length} is implausible")
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Pdu]:
@@ -528,6 +533,8 @@ class PduParser:
             left = self._scratch[self._start : self._end]
             self._scratch[: len(left)] = left
             self._start, self._end = 0, len(left)
+            if self._end == len(self._scratch):  # only after a PduError stopped parsing
+                self._start = self._end = 0
         end = min(len(self._scratch), self._end + self._window)
         return memoryview(self._scratch)[self._end : end]
 
@@ -589,12 +596,14 @@ class PduParser:
         """Place a value of ``size`` bytes that starts at ``_scratch[_start]``."""
         avail = self._end - self._start
         is_data = pdu_type == 0x04 and not mch & 1
-        if pdu_type == 0x04 and mch & 1:
-            self._run = None  # a command: any data set before it is over
-        if is_data and (self._run is not None or not mch & 2 or size > _SMALL_VALUE):
-            run = self._run
-            if run is not None and run.context_id != ctx_id:
-                run = None  # the assembler will refuse this; keep the values apart
+        run = self._run
+        if run is not None and (not is_data or run.context_id != ctx_id):
+            # A command or another context: the data set before is over (the
+            # assembler refuses the stream if it was not); do not size the next
+            # buffer from a sender that does this.
+            self._run = run = None
+            self._expect = 0
+        if is_data and (run is not None or size > _SMALL_VALUE):
             if run is None:
                 run = self._run = _DataRun(ctx_id, size, self._expect)
             run.reserve(size)
@@ -632,6 +641,8 @@ class PduParser:
             whole = None
             if mch & 2:
                 whole = target.view(0, target.size)
+                if len(target.buffer) >= 4 * target.size:  # small after a big one:
+                    whole = memoryview(bytes(whole))  # do not pin the big buffer
                 self._run = None
                 self._expect = target.size + target.size // 8 + 64 * 1024
             self._pdvs.append(PDV(ctx_id, False, bool(mch & 2), target.view(at, at + size), whole))

@@ -476,6 +476,43 @@ def test_a_pdu_bigger_than_the_scratch_buffer_is_read_in_place() -> None:
     assert got == rq
 
 
+def test_an_associate_pdu_over_1_mib_is_refused_from_its_header_alone() -> None:
+    with pytest.raises(P.PduError, match="implausible"):
+        P.PduParser().feed(b"\x01\x00" + (2 << 20).to_bytes(4, "big"))
+
+
+def test_small_data_fragments_are_copied_out_not_given_a_buffer_each() -> None:
+    # Empty, not-last fragments alternating between contexts: each would otherwise
+    # start a data run of its own (a buffer of 1 MB or more).
+    pdvs = tuple(P.PDV(1 + 2 * (i % 2), False, False, b"") for i in range(1000))
+    (pdu,) = P.PduParser().feed(P.PDataTF(pdvs).encode())
+    assert isinstance(pdu, P.PDataTF)
+    assert all(isinstance(v.data, bytes) and v.whole is None for v in pdu.pdvs)
+
+
+def test_a_small_data_set_after_a_big_one_does_not_pin_the_big_buffer() -> None:
+    big = _message_pdus(1, b"C" * 10, b"b" * 3_000_000, 131072)
+    small = _message_pdus(1, b"C" * 10, b"s" * 40_000, 131072)
+    pdus = P.PduParser().feed(big + small)
+    last = pdus[-1]
+    assert isinstance(last, P.PDataTF)
+    whole = last.pdvs[-1].whole
+    assert whole is not None and whole == b"s" * 40_000
+    assert isinstance(whole.obj, bytes)  # a copy of 40 KB, not a view of 3 MB
+
+
+def test_get_buffer_is_never_empty_even_after_a_protocol_error() -> None:
+    parser = P.PduParser()
+    buf = parser.get_buffer()
+    n = len(buf)
+    buf[:n] = b"\x09" * n  # an unknown PDU type filling the whole read
+    del buf
+    with pytest.raises(P.PduError):
+        parser.buffer_updated(n)
+    for _ in range(3):
+        assert len(parser.get_buffer()) > 0
+
+
 # --------------------------------------------------------------------------- invalid PDUs
 
 
