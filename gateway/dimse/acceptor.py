@@ -185,9 +185,7 @@ class AcceptedAssociation:
             requestor=False, max_receive_length=self.settings.max_pdu_length
         )
         self.assembler = MessageAssembler()
-        self.protocol = DimseProtocol(
-            self.machine.get_buffer, self._on_received, self._on_connection_lost
-        )
+        self.protocol = DimseProtocol(self._on_bytes, self._on_connection_lost)
         self.request: P.AssociateRequest | None = None
         self.calling_aet = ""
         #: Accepted presentation contexts: id -> (abstract syntax, transfer syntax).
@@ -217,8 +215,8 @@ class AcceptedAssociation:
         with contextlib.suppress(AssociationAborted):
             self.protocol.write(data)
 
-    def _on_received(self, n: int) -> None:
-        events = self.machine.received(n)
+    def _on_bytes(self, data: bytes) -> None:
+        events = self.machine.receive(data)
         if self.machine.outbox:  # an A-ABORT after a protocol error (PS3.8 AA-8)
             out, self.machine.outbox = self.machine.outbox, []
             for chunk in out:

@@ -91,7 +91,7 @@ class FindOperation(DimseOperation):
             if status in PENDING:
                 if msg.dataset is None:
                     continue  # PS3.4 C.4.1.1.4: a pending response must carry one; skip
-                return FindMatch(bytes(msg.dataset), self._explicit)
+                return FindMatch(msg.dataset, self._explicit)
             self.finished = True
             self.final_status = status
             category = status_category(status)

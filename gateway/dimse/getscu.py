@@ -130,7 +130,7 @@ class RetrievedInstance:
     sop_class_uid: str
     sop_instance_uid: str
     transfer_syntax: str
-    dataset: bytes | memoryview
+    dataset: bytes
 
 
 @dataclass

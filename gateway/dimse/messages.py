@@ -256,7 +256,7 @@ class Message:
 
     context_id: int
     command: Command
-    dataset: bytes | memoryview | None = None
+    dataset: bytes | None = None
 
 
 class MessageAssembler:
@@ -291,17 +291,7 @@ class MessageAssembler:
                     raise CommandError("data set fragment without its command")
                 self._data.append(pdv.data)
                 if pdv.is_last:
-                    message = Message(self._context_id, self._pending, self._dataset(pdv))
+                    message = Message(self._context_id, self._pending, b"".join(self._data))
                     self._pending = None
                     self._data = []
                     yield message
-
-    def _dataset(self, last: PDV) -> bytes | memoryview:
-        """The data set's bytes: without a copy when the parser read its fragments
-        into one place (``PDV.whole``) or it came in one fragment."""
-        data = self._data
-        if last.whole is not None and sum(len(d) for d in data) == len(last.whole):
-            return last.whole
-        if len(data) == 1:
-            return data[0]
-        return b"".join(data)

@@ -63,7 +63,7 @@ _STOP_AFTER_SERIES: Final = 0x0020000F  # walk no further than the UIDs we need
 _LOGGED_REFUSALS: Final = 1024
 
 
-def dataset_uids(dataset: bytes | memoryview, transfer_syntax: str) -> tuple[str, str, str]:
+def dataset_uids(dataset: bytes, transfer_syntax: str) -> tuple[str, str, str]:
     """(Study, Series, SOP Instance UID) from the start of an encoded data set.
 
     Only the elements before (0020,000F) are walked, so Pixel Data is never
@@ -79,7 +79,7 @@ def dataset_uids(dataset: bytes | memoryview, transfer_syntax: str) -> tuple[str
     ):
         if tag in (_SOP_INSTANCE_UID, _STUDY_INSTANCE_UID, _SERIES_INSTANCE_UID):
             found[tag] = (
-                bytes(dataset[offset : offset + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+                dataset[offset : offset + length].rstrip(b"\x00 ").decode("ascii", "replace")
             )
     return (
         found.get(_STUDY_INSTANCE_UID, ""),
@@ -284,9 +284,7 @@ class MoveMediator:
         if self._waiters.get(key) is waiter:
             del self._waiters[key]
 
-    def match(
-        self, command: Command, transfer_syntax: str, dataset: bytes | memoryview
-    ) -> MoveWaiter | None:
+    def match(self, command: Command, transfer_syntax: str, dataset: bytes) -> MoveWaiter | None:
         """The waiter this C-STORE-RQ belongs to, by the rules in the module docstring."""
         originator = str(command.get("MoveOriginatorApplicationEntityTitle") or "").strip()
         message_id = command.get("MoveOriginatorMessageID")
@@ -306,11 +304,7 @@ class MoveMediator:
         return None
 
     async def handle_store(
-        self,
-        calling_aet: str,
-        command: Command,
-        transfer_syntax: str,
-        dataset: bytes | memoryview,
+        self, calling_aet: str, command: Command, transfer_syntax: str, dataset: bytes
     ) -> int:
         """The Storage SCP handler: deliver to the matching waiter or refuse."""
         try:

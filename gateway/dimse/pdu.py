@@ -13,8 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import numpy as np
-
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"  # PS3.7 Annex A.2.1
 PROTOCOL_VERSION = 1
 
@@ -264,9 +262,6 @@ class PDV:
     is_command: bool
     is_last: bool
     data: bytes | memoryview
-    #: On the last fragment of a data set the parser read in place: all of its
-    #: fragments as one view (they lie back to back), so nobody joins them.
-    whole: memoryview | None = field(default=None, compare=False, repr=False)
 
 
 _PDV_HEAD = struct.Struct(">LBB")
@@ -415,86 +410,16 @@ def decode_pdu(pdu_type: int, body: memoryview) -> Pdu:
     raise PduError(f"unrecognized PDU type 0x{pdu_type:02X}")
 
 
-_SCRATCH = 64 * 1024
-"""Bytes read at a time while small PDUs (commands, C-FIND matches) arrive."""
-_AFTER_VALUE = 4 * 1024
-"""Bytes read after a value went straight to its place: most likely the next PDU
-and PDV headers and a command, then the next value (the window grows again when
-small PDUs keep coming)."""
-_SMALL_VALUE = 4 * 1024
-"""A data PDV value up to this size that does not continue a data set read in place
-is copied out as ``bytes`` (the assembler joins such fragments, as before): tiny
-fragments must not each start a buffer of their own."""
-_MAX_OTHER_PDU = 1 << 20
-"""Bound on the PDUs other than P-DATA-TF (an A-ASSOCIATE-RQ with 128 contexts is
-tens of KB): a 6-byte header must not make us allocate more before any bytes came."""
-
-
-class _DataRun:
-    """The data PDV values of one message, back to back in one buffer.
-
-    The socket reads them into place (``recv_into``), so a data set arriving in
-    many PDUs is never copied to be reassembled: its last PDV carries a view of
-    the whole run (``PDV.whole``). The buffer is ``numpy.empty``: no zero-fill,
-    and memory the allocator reuses. Fresh pages (an anonymous ``mmap`` per
-    data set) cost more in page faults than the copies they save (measured:
-    C-GET CPU 90 -> 160 ms a series with mmap, 65 ms with this). Sized from the
-    data set before it, as instances of a series are alike; a bigger one moves
-    once to a buffer twice the size.
-    """
-
-    def __init__(self, context_id: int, first: int, expect: int) -> None:
-        self.context_id = context_id
-        self.buffer = np.empty(max(2 * first, expect), dtype=np.uint8)
-        self.size = 0
-
-    def reserve(self, n: int) -> None:
-        need = self.size + n
-        if need > len(self.buffer):
-            old = self.buffer
-            self.buffer = np.empty(max(need, 2 * len(old)), dtype=np.uint8)
-            self.buffer[: self.size] = old[: self.size]
-
-    def place(self, at: int, data: memoryview) -> None:
-        self.buffer[at : at + len(data)] = np.frombuffer(data, dtype=np.uint8)
-
-    def view(self, start: int, end: int) -> memoryview:
-        return self.buffer.data[start:end]
-
-
 class PduParser:
-    """Turns the received byte stream into PDUs (PS3.8 9.3.1), reading in place.
-
-    Two ways in: ``feed(data)`` for bytes already received, and the buffer
-    protocol of ``asyncio.BufferedProtocol``: ``get_buffer()`` says where the
-    next bytes go, ``buffer_updated(n)`` parses them. Headers and small values
-    are read into a reused scratch buffer and copied out; a value that does not
-    fit there is read straight into its own place, so a C-GET's megabytes pass
-    through Python without a copy: a command into its own ``bytearray``, data
-    set fragments one after the other into a ``_DataRun``.
+    """Accumulates received bytes and yields whole PDUs (PS3.8 9.3.1).
 
     ``max_length`` bounds what we accept, so a garbage length field cannot make
     us buffer gigabytes; for P-DATA-TF it is the maximum length we offered.
     """
 
     def __init__(self, max_length: int = 0) -> None:
+        self._buf = bytearray()
         self.max_length = max_length
-        self._scratch = bytearray(_SCRATCH)
-        self._start = 0  # unparsed bytes are _scratch[_start:_end]
-        self._end = 0
-        self._window = _SCRATCH
-        # A value being read in place: (target, filled, size) and what to do when full.
-        self._target: bytearray | _DataRun | None = None
-        self._target_at = 0
-        self._filled = 0
-        self._size = 0
-        self._on_full: tuple[int, int, int] = (0, 0, 0)  # (pdu type, context, mch)
-        # The P-DATA-TF being parsed: body bytes not parsed yet, PDVs so far.
-        self._pdata_left = 0
-        self._pdvs: list[PDV] = []
-        self._run: _DataRun | None = None
-        self._expect = 1 << 20  # room for the next data set (the last one's size)
-        self._out: list[Pdu] = []
 
     def _check(self, pdu_type: int, length: int) -> None:
         limit = self.max_length + 6 if self.max_length else 0
@@ -502,167 +427,42 @@ class PduParser:
             raise PduError(f"P-DATA-TF of {length} bytes exceeds the negotiated maximum")
         if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
             raise PduError(f"unrecognized PDU type 0x{pdu_type:02X}")
-        if length > (64 << 20 if pdu_type == 0x04 else _MAX_OTHER_PDU):
+        if length > 64 * 1024 * 1024:
             raise PduError(f"PDU length {length} is implausible")
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Pdu]:
-        """Whole PDUs from ``data`` and the bytes received before it."""
-        src = memoryview(data).cast("B")
-        out: list[Pdu] = []
-        while src:
-            buf = self.get_buffer()
-            n = min(len(buf), len(src))
-            buf[:n] = src[:n]
-            buf.release()
-            src = src[n:]
-            out += self.buffer_updated(n)
-        return out
+        """Whole PDUs from the bytes received so far.
 
-    def get_buffer(self) -> memoryview:
-        """Where the next received bytes go (never empty)."""
-        target = self._target
-        if target is not None:
-            at = self._target_at + self._filled
-            end = self._target_at + self._size
-            if isinstance(target, _DataRun):
-                return target.view(at, end)
-            return memoryview(target)[at:end]
-        if self._start == self._end:
-            self._start = self._end = 0
-        elif len(self._scratch) - self._end < _AFTER_VALUE:
-            left = self._scratch[self._start : self._end]
-            self._scratch[: len(left)] = left
-            self._start, self._end = 0, len(left)
-            if self._end == len(self._scratch):  # only after a PduError stopped parsing
-                self._start = self._end = 0
-        end = min(len(self._scratch), self._end + self._window)
-        return memoryview(self._scratch)[self._end : end]
-
-    def buffer_updated(self, n: int) -> list[Pdu]:
-        """Parse the ``n`` bytes just written into ``get_buffer()``'s buffer."""
-        if self._target is not None:
-            self._filled += n
-            if self._filled == self._size:
-                self._value_done()
-                self._window = _AFTER_VALUE
-        else:
-            if n >= self._window:
-                self._window = min(4 * self._window, _SCRATCH)
-            self._end += n
-        self._parse()
-        out, self._out = self._out, []
-        return out
-
-    # -- parsing the scratch buffer -------------------------------------------
-
-    def _parse(self) -> None:
-        buf = self._scratch
-        while self._target is None:
-            avail = self._end - self._start
-            if self._pdata_left:
-                if self._pdata_left < 6:
-                    raise PduError("truncated PDV header")
-                if avail < 6:
-                    return
-                length, ctx_id, mch = _PDV_HEAD.unpack_from(buf, self._start)
-                if length < 2 or 4 + length > self._pdata_left:
-                    raise PduError("PDV length does not fit its P-DATA-TF")
-                self._start += 6
-                self._pdata_left -= 4 + length
-                self._value(0x04, ctx_id, mch, length - 2)
-                continue
-            if avail < 6:
-                return
-            pdu_type, length = _HEADER.unpack_from(buf, self._start)
+        PDU bodies are views into immutable ``bytes``: the received chunk itself
+        when the PDU lies inside it (no copy: a C-GET moves megabytes through
+        here), else one ``bytes`` made from the buffered remainder.
+        """
+        if self._buf:
+            self._buf += data
+            if len(self._buf) < 6:
+                return []
+            pdu_type, length = _HEADER.unpack_from(self._buf, 0)
             self._check(pdu_type, length)
-            if pdu_type == 0x04:
-                if length == 0:
-                    raise PduError("P-DATA-TF without a PDV")
-                self._start += 6
-                self._pdata_left = length
-                self._pdvs = []
-                continue
-            if avail >= 6 + length:
-                body = bytes(buf[self._start + 6 : self._start + 6 + length])
-                self._start += 6 + length
-                self._out.append(decode_pdu(pdu_type, memoryview(body)))
-                continue
-            if 6 + length <= len(buf) - _AFTER_VALUE:
-                return  # a small PDU still arriving: it fits the scratch buffer
-            self._start += 6
-            self._value(pdu_type, 0, 0, length)
-
-    def _value(self, pdu_type: int, ctx_id: int, mch: int, size: int) -> None:
-        """Place a value of ``size`` bytes that starts at ``_scratch[_start]``."""
-        avail = self._end - self._start
-        is_data = pdu_type == 0x04 and not mch & 1
-        run = self._run
-        if run is not None and (not is_data or run.context_id != ctx_id):
-            # A command or another context: the data set before is over (the
-            # assembler refuses the stream if it was not); do not size the next
-            # buffer from a sender that does this.
-            self._run = run = None
-            self._expect = 0
-        if is_data and (run is not None or size > _SMALL_VALUE):
-            if run is None:
-                run = self._run = _DataRun(ctx_id, size, self._expect)
-            run.reserve(size)
-            target: bytearray | _DataRun = run
-            at = run.size
-        elif avail >= size:
-            start = self._start
-            self._start += size
-            value = bytes(memoryview(self._scratch)[start : start + size])
-            self._pdv_or_pdu(pdu_type, ctx_id, mch, value)
-            return
+            if len(self._buf) < 6 + length:
+                return []  # a large PDU still arriving: wait before copying
+            source = bytes(self._buf)
+            self._buf.clear()
         else:
-            target = bytearray(size)
-            at = 0
-        here = min(avail, size)
-        if here:
-            chunk = memoryview(self._scratch)[self._start : self._start + here]
-            if isinstance(target, _DataRun):
-                target.place(at, chunk)
-            else:
-                target[:here] = chunk
-            chunk.release()
-            self._start += here
-        self._target, self._target_at, self._filled, self._size = target, at, here, size
-        self._on_full = (pdu_type, ctx_id, mch)
-        if here == size:
-            self._value_done()
-
-    def _value_done(self) -> None:
-        target, at, size = self._target, self._target_at, self._size
-        pdu_type, ctx_id, mch = self._on_full
-        self._target = None
-        if isinstance(target, _DataRun):
-            target.size = at + size
-            whole = None
-            if mch & 2:
-                whole = target.view(0, target.size)
-                if len(target.buffer) >= 4 * target.size:  # small after a big one:
-                    whole = memoryview(bytes(whole))  # do not pin the big buffer
-                self._run = None
-                self._expect = target.size + target.size // 8 + 64 * 1024
-            self._pdvs.append(PDV(ctx_id, False, bool(mch & 2), target.view(at, at + size), whole))
-            self._pdata_done()
-            return
-        assert target is not None
-        self._pdv_or_pdu(pdu_type, ctx_id, mch, target)
-
-    def _pdv_or_pdu(self, pdu_type: int, ctx_id: int, mch: int, value: bytes | bytearray) -> None:
-        if pdu_type != 0x04:
-            self._out.append(decode_pdu(pdu_type, memoryview(value)))
-            return
-        data = value if isinstance(value, bytes) else memoryview(value)
-        self._pdvs.append(PDV(ctx_id, bool(mch & 1), bool(mch & 2), data))
-        self._pdata_done()
-
-    def _pdata_done(self) -> None:
-        if self._pdata_left == 0:
-            self._out.append(PDataTF(tuple(self._pdvs)))
-            self._pdvs = []
+            source = bytes(data) if not isinstance(data, bytes) else data
+        view = memoryview(source)
+        out: list[Pdu] = []
+        pos = 0
+        end = len(source)
+        while end - pos >= 6:
+            pdu_type, length = _HEADER.unpack_from(source, pos)
+            self._check(pdu_type, length)
+            if end - pos < 6 + length:
+                break
+            out.append(decode_pdu(pdu_type, view[pos + 6 : pos + 6 + length]))
+            pos += 6 + length
+        if pos < end:
+            self._buf += view[pos:]
+        return out
 
 
 def pdata_fragments(

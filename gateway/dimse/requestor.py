@@ -81,24 +81,16 @@ def _quickack(sock: socket.socket | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
 
-class DimseProtocol(asyncio.BufferedProtocol):
+class DimseProtocol(asyncio.Protocol):
     """The socket side of one association, for either role (requestor or acceptor).
 
-    It only tunes the socket, lets the kernel copy received bytes straight to
-    where the driver's ``UpperLayer`` wants them (``recv_into``: a C-GET's data
-    sets are never copied in Python) and reports the end of the connection; the
-    driver does the rest. Shared so that both roles get TCP_NODELAY and
-    TCP_QUICKACK.
+    It only tunes the socket, hands received bytes to ``on_bytes`` and reports
+    the end of the connection; the driver that owns the ``UpperLayer`` does the
+    rest.  Shared so that both roles get TCP_NODELAY and TCP_QUICKACK.
     """
 
-    def __init__(
-        self,
-        get_buffer: Callable[[], memoryview],
-        on_received: Callable[[int], None],
-        on_lost: Callable[[], None],
-    ) -> None:
-        self._get_buffer = get_buffer
-        self._on_received = on_received
+    def __init__(self, on_bytes: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self._on_bytes = on_bytes
         self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._sock: socket.socket | None = None
@@ -111,12 +103,9 @@ class DimseProtocol(asyncio.BufferedProtocol):
         self._sock = transport.get_extra_info("socket")
         _tune_socket(self._sock)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
+    def data_received(self, data: bytes) -> None:
         _quickack(self._sock)
-        self._on_received(nbytes)
+        self._on_bytes(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._can_write.set()
@@ -221,9 +210,9 @@ class Association:
                 fut.exception()  # mark retrieved: nobody may be waiting on it
         self._wake()
 
-    def _on_received(self, n: int) -> None:
+    def _on_bytes(self, data: bytes) -> None:
         self._rx_at = self._loop.time()
-        events = self.machine.received(n)
+        events = self.machine.receive(data)
         self._flush_outbox()
         for ev in events:
             self._on_event(ev)
@@ -427,9 +416,7 @@ async def associate(
     try:
         async with asyncio.timeout(timeouts.connect):
             _, protocol = await loop.create_connection(
-                lambda: DimseProtocol(
-                    assoc.machine.get_buffer, assoc._on_received, assoc._on_connection_lost
-                ),
+                lambda: DimseProtocol(assoc._on_bytes, assoc._on_connection_lost),
                 peer.host,
                 peer.port,
             )

@@ -23,7 +23,7 @@ from gateway.dimse.acceptor import (
 )
 from gateway.dimse.messages import C_STORE_RQ, C_STORE_RSP, Command, Message, response_to
 
-StoreHandler = Callable[[str, Command, str, bytes | memoryview], Awaitable[int]]
+StoreHandler = Callable[[str, Command, str, bytes], Awaitable[int]]
 """``(calling AE title, C-STORE-RQ command, context transfer syntax, data set) -> status``.
 
 The data set is exactly as received (no File Meta), in the transfer syntax of

@@ -14,13 +14,9 @@ Transport connect/accept (Sta2, Sta4) belong to the driver.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from gateway.dimse import pdu as P
-
-_In = TypeVar("_In")
 
 
 class State(enum.Enum):
@@ -159,21 +155,8 @@ class UpperLayer:
         """Feed bytes from the transport; returns the events they complete."""
         if self.state is State.CLOSED:
             return []
-        return self._events(self._parser.feed, data)
-
-    def get_buffer(self) -> memoryview:
-        """Where the transport should read the next bytes into (``asyncio.BufferedProtocol``)."""
-        return self._parser.get_buffer()
-
-    def received(self, n: int) -> list[Event]:
-        """``n`` bytes were read into ``get_buffer()``; returns the events they complete."""
-        if self.state is State.CLOSED:
-            return []
-        return self._events(self._parser.buffer_updated, n)
-
-    def _events(self, parse: Callable[[_In], list[P.Pdu]], data: _In) -> list[Event]:
         try:
-            pdus = parse(data)
+            pdus = self._parser.feed(data)
         except P.PduError as exc:
             return [self._protocol_error(P.ABORT_REASON_UNRECOGNIZED_PDU, str(exc))]
         events: list[Event] = []

@@ -94,7 +94,7 @@ class InstanceData:
     transfer_syntax: str
     path: Path | None = None
     part10: bytes | None = None
-    chunks: tuple[bytes | memoryview, ...] | None = None
+    chunks: tuple[bytes, ...] | None = None
 
     def read(self) -> bytes:
         if self.part10 is not None:

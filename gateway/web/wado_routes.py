@@ -103,7 +103,7 @@ async def retrieve_instances(request: Request) -> Response:
         raise
     boundary = new_boundary()
 
-    async def body() -> AsyncIterator[bytes | memoryview]:
+    async def body() -> AsyncIterator[bytes]:
         # Each yield is one chunk of the chunked response (a frame header and a
         # transport write), so the small pieces travel together: the CRLF that
         # ends a part, the next part's header and a small first chunk (File Meta).
@@ -152,7 +152,7 @@ async def retrieve_instances(request: Request) -> Response:
 
 async def _part_chunks(
     workers: Workers, instance: InstanceData, syntaxes: tuple[str, ...]
-) -> tuple[str, tuple[bytes | memoryview, ...]]:
+) -> tuple[str, tuple[bytes, ...]]:
     """The instance's Part 10 bytes as chunks for one part: an instance just received
     from the PACS and wanted as stored goes as it came (File Meta, data set), not
     joined into one copy nor read back from the cache."""
