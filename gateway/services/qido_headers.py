@@ -126,15 +126,11 @@ def header_json(
 
 def _read_header(instance: InstanceData, wanted: frozenset[int]) -> dict[str, Any]:
     """Blocking: the header from the file's first bytes, or from all of it if need be."""
-    if instance.part10 is not None:
-        return header_json(instance.part10, wanted)
-    # Taken once: the event loop may drop them (the cache write finished) meanwhile;
-    # the path is set before they are dropped.
-    chunks = instance.chunks
-    if chunks is not None:  # just received, its cache write still to come
-        joined = b"".join(chunks)
-        return header_json(joined, wanted)
-    assert instance.path is not None
+    if instance.part10 is not None or instance.chunks is not None or instance.path is None:
+        # In memory (just received, its cache write still to come): ``read`` takes the
+        # chunks once, and falls back on the file if the event loop dropped them
+        # meanwhile (the path is set before they are dropped).
+        return header_json(instance.read(), wanted)
     with instance.path.open("rb") as f:
         prefix = f.read(_HEADER_PREFIX)
         if len(prefix) == _HEADER_PREFIX:
