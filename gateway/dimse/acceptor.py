@@ -372,12 +372,10 @@ class AcceptedAssociation:
         """Send a response command (small: no drain needed), fragmented for the peer."""
         if self.ended is not None:
             return  # the peer is gone; the handler's work stands, the answer cannot
-        parts: list[bytes | memoryview] = []
         try:
-            for pdata in P.pdata_fragments(
+            parts = self.machine.send_message_part(
                 context_id, command.encode(), is_command=True, max_pdu_length=self.peer_max_pdu
-            ):
-                parts.extend(self.machine.send_data(pdata))
+            )
         except ProtocolStateError:
             return
         self._write(parts)

@@ -9,7 +9,7 @@ not copied again before the DIMSE layer decides what to do with it.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -465,24 +465,37 @@ class PduParser:
         return out
 
 
-def pdata_fragments(
+_PDATA_HEAD = struct.Struct(">BxLLBB")  # P-DATA-TF header and its one PDV item's header
+
+
+def pdata_wire(
     context_id: int, data: bytes | memoryview, *, is_command: bool, max_pdu_length: int
-) -> Sequence[PDataTF]:
-    """Split one command or data set into P-DATA-TF PDUs, one PDV each (PS3.8 Annex E).
+) -> list[bytes | memoryview]:
+    """One command or data set as P-DATA-TF PDUs of one PDV each (PS3.8
+    Annex E), encoded: for each PDU its 12-byte header (PDU and PDV item),
+    then its slice of ``data`` (never copied).
 
     ``max_pdu_length`` is the peer's announced maximum (0 = unlimited); a PDV
     costs 6 bytes of it (PS3.8 9.3.5: the limit counts the PDV item headers).
+    No ``PDataTF`` objects on this path: at a 16 KB maximum PDU a 512 KB
+    instance is 32 PDUs, and building a ``PDataTF`` and ``PDV`` for each
+    before encoding them cost about 5% of a STOW's CPU (issue 4).
     """
     view = memoryview(data)
     chunk = max_pdu_length - 6 if max_pdu_length else max(len(view), 1)
     if chunk <= 0:
         raise ValueError("peer maximum PDU length too small")
-    pdus = []
+    head = _PDATA_HEAD.pack
+    kind = 1 if is_command else 0
     total = len(view)
+    parts: list[bytes | memoryview] = []
     pos = 0
     while True:
         end = min(pos + chunk, total)
-        pdus.append(PDataTF((PDV(context_id, is_command, end >= total, view[pos:end]),)))
+        size = end - pos
+        last = 2 if end >= total else 0
+        parts.append(head(0x04, size + 6, size + 2, context_id, kind | last))
+        parts.append(view[pos:end])
         pos = end
         if pos >= total:
-            return pdus
+            return parts

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +43,7 @@ IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1234.1.1"
 IMPLEMENTATION_VERSION = f"DWGW_{__version__}"[:16]
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 _WRITE_BATCH = 256 * 1024
+_IOV_MAX = 1024  # sendmsg's limit on pieces per call (Linux UIO_MAXIOV)
 _MAX_QUEUED = 8  # unread DIMSE messages before we stop reading the socket
 
 
@@ -74,6 +76,18 @@ def _tune_socket(sock: socket.socket | None) -> None:
         pass
 
 
+def _raw_socket(transport: asyncio.Transport) -> socket.socket | None:
+    """The selector transport's own socket, for ``sendmsg`` (see ``_writelines``).
+
+    Only where ``writelines`` would join: Python 3.12 sends the list itself.
+    A transport without that attribute (another event loop) keeps writelines.
+    """
+    if sys.version_info >= (3, 12):
+        return None
+    raw = getattr(transport, "_sock", None)
+    return raw if isinstance(raw, socket.socket) and hasattr(raw, "sendmsg") else None
+
+
 def _quickack(sock: socket.socket | None) -> None:
     """Re-arm TCP_QUICKACK: Linux clears it again after a while (tcp(7))."""
     if _QUICKACK is not None and sock is not None:
@@ -94,6 +108,7 @@ class DimseProtocol(asyncio.Protocol):
         self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self._sock: socket.socket | None = None
+        self._raw: socket.socket | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
 
@@ -102,12 +117,14 @@ class DimseProtocol(asyncio.Protocol):
         self.transport = transport
         self._sock = transport.get_extra_info("socket")
         _tune_socket(self._sock)
+        self._raw = _raw_socket(transport)
 
     def data_received(self, data: bytes) -> None:
         _quickack(self._sock)
         self._on_bytes(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._raw = None
         self._can_write.set()
         self._on_lost()
 
@@ -123,8 +140,40 @@ class DimseProtocol(asyncio.Protocol):
         if isinstance(parts, bytes):
             self.transport.write(parts)
         else:
-            self.transport.writelines(parts)
+            self._writelines(parts)
         _quickack(self._sock)
+
+    def _writelines(self, parts: list[bytes | memoryview]) -> None:
+        """Scatter-gather send while the transport has nothing queued.
+
+        Python 3.11's ``writelines`` joins the list first, one more copy of
+        every data set sent; ``sendmsg`` hands the pieces to the kernel as
+        they are.  What the socket does not take goes to the transport, which
+        keeps the order (its buffer is empty, and later writes queue behind).
+        """
+        assert self.transport is not None
+        raw = self._raw
+        if raw is None or self.transport.get_write_buffer_size():
+            self.transport.writelines(parts)
+            return
+        try:
+            sent = raw.sendmsg(parts[:_IOV_MAX])
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:  # let the transport see and report the broken socket
+            self.transport.writelines(parts)
+            return
+        rest: list[bytes | memoryview] = []
+        for i, part in enumerate(parts):
+            size = len(part)
+            if sent >= size:
+                sent -= size
+                continue
+            rest.append(memoryview(part)[sent:] if sent else part)
+            rest.extend(parts[i + 1 :])
+            break
+        if rest:
+            self.transport.writelines(rest)
 
     async def drain(self) -> None:
         await self._can_write.wait()
@@ -297,36 +346,36 @@ class Association:
         max_len = self.peer_max_pdu
         # One write per ~256 KiB: a C-FIND (command + identifier) is a single
         # send() instead of two, which is most of a round trip on loopback.
-        parts: list[bytes | memoryview] = []
-        pending = 0
-        fragments = P.pdata_fragments(
+        machine = self.machine
+        wire = machine.send_message_part(
             context_id, command.encode(), is_command=True, max_pdu_length=max_len
         )
         if dataset is not None:
-            fragments = [
-                *fragments,
-                *P.pdata_fragments(context_id, dataset, is_command=False, max_pdu_length=max_len),
-            ]
-        for pdata in fragments:
-            encoded = self.machine.send_data(pdata)
-            parts.extend(encoded)
-            pending += sum(len(p) for p in encoded)
-            if pending >= _WRITE_BATCH:
-                self._send(parts)
-                parts, pending = [], 0
+            wire += machine.send_message_part(
+                context_id, dataset, is_command=False, max_pdu_length=max_len
+            )
+        start = pending = 0
+        for i in range(1, len(wire), 2):  # header, value, header, value ...
+            pending += 12 + len(wire[i])
+            if pending >= _WRITE_BATCH and i + 1 < len(wire):
+                self._send(wire[start : i + 1])
+                start, pending = i + 1, 0
                 await self._protocol.drain()
-        if parts:
-            self._send(parts)
+                if self._error is not None:  # aborted while we waited for the socket
+                    raise self._error
+                machine.check_send_data()
+        self._send(wire[start:])
         await self._protocol.drain()
 
     def send_nowait(self, context_id: int, command: Command) -> None:
         """Queue a small command without waiting for the socket (e.g. C-CANCEL on the way out)."""
         if self._error is not None:
             raise self._error
-        for pdata in P.pdata_fragments(
-            context_id, command.encode(), is_command=True, max_pdu_length=self.peer_max_pdu
-        ):
-            self._send(self.machine.send_data(pdata))
+        self._send(
+            self.machine.send_message_part(
+                context_id, command.encode(), is_command=True, max_pdu_length=self.peer_max_pdu
+            )
+        )
 
     async def receive(self, timeout: float) -> Message:
         """The next DIMSE message, or the reason there will be none.

@@ -118,10 +118,16 @@ class UpperLayer:
         self.state = State.CLOSED
         return rj.encode()
 
-    def send_data(self, pdata: P.PDataTF) -> list[bytes | memoryview]:
+    def check_send_data(self) -> None:
         """P-DATA request (DT-1, AR-7): allowed established or while the peer releases."""
         self._need(State.ESTABLISHED, State.AWAITING_LOCAL_RELEASE)
-        return pdata.encode_parts()
+
+    def send_message_part(
+        self, context_id: int, data: bytes | memoryview, *, is_command: bool, max_pdu_length: int
+    ) -> list[bytes | memoryview]:
+        """P-DATA requests for a whole command or data set (``pdu.pdata_wire``)."""
+        self.check_send_data()
+        return P.pdata_wire(context_id, data, is_command=is_command, max_pdu_length=max_pdu_length)
 
     def release(self) -> bytes:
         """A-RELEASE request (AR-1): Sta6 -> Sta7."""

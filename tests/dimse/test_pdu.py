@@ -453,56 +453,86 @@ def test_pdu_error_is_a_value_error() -> None:
     assert issubclass(P.PduError, ValueError)
 
 
-# --------------------------------------------------------------------------- pdata_fragments
+# --------------------------------------------------------------------------- pdata_wire
 
 
-def test_pdata_fragments_split_at_max_length_minus_6() -> None:
+def wire_pdus(
+    context_id: int, data: bytes | memoryview, *, is_command: bool, max_pdu_length: int
+) -> list[P.PDataTF]:
+    """``pdata_wire`` output read back by the parser, PDU by PDU."""
+    wire = P.pdata_wire(context_id, data, is_command=is_command, max_pdu_length=max_pdu_length)
+    assert len(wire) % 2 == 0 and all(len(h) == 12 for h in wire[::2])
+    pdus = P.PduParser().feed(b"".join(bytes(x) for x in wire))
+    assert all(isinstance(p, P.PDataTF) and len(p.pdvs) == 1 for p in pdus)
+    return pdus  # type: ignore[return-value]
+
+
+def test_pdata_wire_splits_at_max_length_minus_6() -> None:
     data = bytes(range(10))
-    pdus = P.pdata_fragments(3, data, is_command=False, max_pdu_length=10)
-    assert [p.encode() for p in pdus] == [
-        b"\x04\x00\x00\x00\x00\x0a" + b"\x00\x00\x00\x06\x03\x00" + b"\x00\x01\x02\x03",
-        b"\x04\x00\x00\x00\x00\x0a" + b"\x00\x00\x00\x06\x03\x00" + b"\x04\x05\x06\x07",
-        b"\x04\x00\x00\x00\x00\x08" + b"\x00\x00\x00\x04\x03\x02" + b"\x08\x09",
+    wire = P.pdata_wire(3, data, is_command=False, max_pdu_length=10)
+    assert [bytes(x) for x in wire] == [
+        b"\x04\x00\x00\x00\x00\x0a" + b"\x00\x00\x00\x06\x03\x00",
+        b"\x00\x01\x02\x03",
+        b"\x04\x00\x00\x00\x00\x0a" + b"\x00\x00\x00\x06\x03\x00",
+        b"\x04\x05\x06\x07",
+        b"\x04\x00\x00\x00\x00\x08" + b"\x00\x00\x00\x04\x03\x02",
+        b"\x08\x09",
     ]
 
 
-def test_pdata_fragments_every_pdu_fits_the_peer_maximum() -> None:
+@pytest.mark.parametrize("size", [0, 1, 5, 6, 7, 16377, 16378, 16379, 100_001])
+@pytest.mark.parametrize("is_command", [True, False])
+def test_pdata_wire_is_the_encoding_of_one_pdv_per_pdu(size: int, is_command: bool) -> None:
+    data = bytes(i % 251 for i in range(size))
+    chunk = 16378
+    expected = b"".join(
+        P.PDataTF((P.PDV(7, is_command, end >= size, data[pos:end]),)).encode()
+        for pos, end in ((p, min(p + chunk, size)) for p in range(0, max(size, 1), chunk))
+    )
+    wire = P.pdata_wire(7, data, is_command=is_command, max_pdu_length=16384)
+    assert b"".join(bytes(x) for x in wire) == expected
+
+
+def test_pdata_wire_every_pdu_fits_the_peer_maximum() -> None:
     data = b"\x5a" * 100_001
-    pdus = P.pdata_fragments(1, data, is_command=True, max_pdu_length=16384)
+    pdus = wire_pdus(1, data, is_command=True, max_pdu_length=16384)
     assert len(pdus) == 7  # ceil(100001 / 16378)
-    assert all(len(p.encode()) - 6 <= 16384 for p in pdus)
     assert [len(p.encode()) - 6 for p in pdus[:-1]] == [16384] * 6
+    assert len(pdus[-1].encode()) - 6 <= 16384
     assert [p.pdvs[0].is_last for p in pdus] == [False] * 6 + [True]
     assert all(p.pdvs[0].is_command and p.pdvs[0].context_id == 1 for p in pdus)
     assert b"".join(bytes(p.pdvs[0].data) for p in pdus) == data
 
 
-def test_pdata_fragments_exact_multiple_has_no_empty_tail() -> None:
-    pdus = P.pdata_fragments(1, b"abcdefgh", is_command=True, max_pdu_length=10)
+def test_pdata_wire_exact_multiple_has_no_empty_tail() -> None:
+    pdus = wire_pdus(1, b"abcdefgh", is_command=True, max_pdu_length=10)
     assert [bytes(p.pdvs[0].data) for p in pdus] == [b"abcd", b"efgh"]
     assert [p.pdvs[0].is_last for p in pdus] == [False, True]
 
 
-def test_pdata_fragments_empty_data_is_one_empty_last_pdv() -> None:
-    (pdu,) = P.pdata_fragments(5, b"", is_command=True, max_pdu_length=16384)
-    assert pdu.encode() == b"\x04\x00\x00\x00\x00\x06" + b"\x00\x00\x00\x02\x05\x03"
+def test_pdata_wire_empty_data_is_one_empty_last_pdv() -> None:
+    wire = P.pdata_wire(5, b"", is_command=True, max_pdu_length=16384)
+    assert b"".join(bytes(x) for x in wire) == b"\x04\x00\x00\x00\x00\x06" + (
+        b"\x00\x00\x00\x02\x05\x03"
+    )
     # ...which the parser reads back as one empty, last command PDV.
-    assert normalized(parse_one(pdu.encode())) == P.PDataTF((P.PDV(5, True, True, b""),))
+    (pdu,) = wire_pdus(5, b"", is_command=True, max_pdu_length=16384)
+    assert normalized(pdu) == P.PDataTF((P.PDV(5, True, True, b""),))
 
 
-def test_pdata_fragments_unlimited_peer_is_one_pdu() -> None:
-    (pdu,) = P.pdata_fragments(1, b"z" * 70_000, is_command=False, max_pdu_length=0)
+def test_pdata_wire_unlimited_peer_is_one_pdu() -> None:
+    (pdu,) = wire_pdus(1, b"z" * 70_000, is_command=False, max_pdu_length=0)
     assert len(pdu.pdvs[0].data) == 70_000
     assert pdu.pdvs[0].is_last
 
 
-def test_pdata_fragments_do_not_copy_the_data() -> None:
+def test_pdata_wire_does_not_copy_the_data() -> None:
     data = bytearray(b"0123456789")
-    pdus = P.pdata_fragments(1, memoryview(data), is_command=False, max_pdu_length=11)
+    wire = P.pdata_wire(1, memoryview(data), is_command=False, max_pdu_length=11)
     data[0:1] = b"X"
-    assert bytes(pdus[0].pdvs[0].data) == b"X1234"
+    assert bytes(wire[1]) == b"X1234"
 
 
-def test_pdata_fragments_refuse_a_maximum_without_room_for_data() -> None:
+def test_pdata_wire_refuses_a_maximum_without_room_for_data() -> None:
     with pytest.raises(ValueError):
-        P.pdata_fragments(1, b"a", is_command=False, max_pdu_length=6)
+        P.pdata_wire(1, b"a", is_command=False, max_pdu_length=6)

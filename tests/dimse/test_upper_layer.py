@@ -271,7 +271,8 @@ def test_peer_releases_a_requestor() -> None:
     assert m.state is State.AWAITING_LOCAL_RELEASE
     # AR-7: we may still send P-DATA before answering.
     pdata = P.PDataTF((P.PDV(1, False, True, b"zz"),))
-    assert b"".join(bytes(x) for x in m.send_data(pdata)) == pdata.encode()
+    sent = m.send_message_part(1, b"zz", is_command=False, max_pdu_length=16384)
+    assert b"".join(bytes(x) for x in sent) == pdata.encode()
     assert m.release_reply() == RELEASE_RP
     assert m.state is State.CLOSED
 
@@ -385,7 +386,7 @@ CALLS: dict[str, Callable[[U.UpperLayer], object]] = {
     "request": lambda m: m.request(RQ),
     "accept": lambda m: m.accept(AC),
     "reject": lambda m: m.reject(P.AssociateReject(1, 1, 1)),
-    "send_data": lambda m: m.send_data(P.PDataTF((P.PDV(1, True, True, b""),))),
+    "send_data": lambda m: m.send_message_part(1, b"", is_command=True, max_pdu_length=0),
     "release": lambda m: m.release(),
     "release_reply": lambda m: m.release_reply(),
 }
