@@ -77,6 +77,22 @@ def _settings(args: argparse.Namespace, pacs: tuple[PacsConfig, ...] | None = No
     )
 
 
+def _read_larger_chunks() -> None:
+    """Hypercorn reads a connection 64 KiB at a time (``MAX_RECV``, a module
+    constant with no setting).  asyncio's stream buffer behind it holds up to
+    a few hundred KiB, so 64 KiB reads cost one copy and one shift of the
+    rest per read, and one pass through h11 and the ASGI queue each: a STOW
+    body spent about 10% of the gateway's CPU there (docs/benchmarks.md,
+    issue 4).  Reads of up to 1 MiB take what is buffered at once; memory
+    stays bounded as before, since asyncio pauses the socket at its own
+    buffer limit whatever the read size.
+    """
+    import hypercorn.asyncio.tcp_server as tcp_server
+
+    if getattr(tcp_server, "MAX_RECV", None) == 1 << 16:
+        tcp_server.MAX_RECV = 1 << 20
+
+
 async def _serve(settings: Settings, banner: str = "") -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -89,6 +105,7 @@ async def _serve(settings: Settings, banner: str = "") -> None:
     # Hypercorn's own messages through our handler (same format, JSON included).
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
+    _read_larger_chunks()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
