@@ -124,8 +124,20 @@ def _ui(value: str) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
+_Job = tuple[int, CheckedInstance, "bytes | memoryview", "Callable[[], None] | None"]
+
+
 class StowSession:
-    """Stores the instances of one request; ``add`` them, then ``finish``."""
+    """Stores the instances of one request; ``add`` them, then ``finish``.
+
+    ``concurrency`` worker tasks (started as parts arrive) take checked
+    instances from a queue of one and store them.  A worker goes from one
+    C-STORE-RSP straight to the next C-STORE, without a task or a semaphore
+    in between: with one association (``stow_concurrency = 1``, dcmqrscp)
+    the gap between two C-STOREs is what the PACS waits for.  At most
+    ``concurrency`` instances are being stored, one waits in the queue and
+    the web layer reads the next.
+    """
 
     def __init__(
         self,
@@ -138,37 +150,75 @@ class StowSession:
         self.pacs = pacs
         self.study_uid = study_uid
         self.base_url = base_url
-        self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: list[asyncio.Task[Stored | Failed]] = []
+        self._concurrency = max(1, concurrency)
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=1)
+        self._workers: list[asyncio.Task[None]] = []
+        self._idle = 0
+        self._outcomes: list[Stored | Failed] = []
         self._pacs_error: GatewayError | None = None
 
     async def add(
         self, data: bytes | memoryview, release: Callable[[], None] | None = None
     ) -> None:
-        """Queue one Part 10 instance; returns once it has a slot (bounded memory)."""
-        await self._slots.acquire()
-        self._tasks.append(asyncio.create_task(self._store_one(data, release)))
+        """Queue one Part 10 instance; returns once a worker can take it (bounded memory).
+
+        The part is checked before it waits: that work overlaps the C-STOREs
+        in flight instead of delaying the next one.
+        """
+        checked = self._check(data)
+        if isinstance(checked, Failed):
+            self._outcomes.append(checked)
+            if release is not None:
+                release()
+            return
+        # Failed until a worker says otherwise: an instance is never left out.
+        index = len(self._outcomes)
+        self._outcomes.append(
+            Failed(
+                checked.sop_class_uid,
+                checked.sop_instance_uid,
+                PROCESSING_FAILURE,
+                "not stored: the request ended before its C-STORE",
+            )
+        )
+        if not self._idle and len(self._workers) < self._concurrency:
+            self._workers.append(asyncio.create_task(self._work()))
+        try:
+            await self._queue.put((index, checked, data, release))
+        except BaseException:
+            if release is not None:
+                release()
+            raise
 
     def add_failure(
         self, reason: int, detail: str, sop_class: str = "", sop_instance: str = ""
     ) -> None:
         """Record a part that never became an instance (e.g. bad bulk data)."""
-        failed = Failed(sop_class, sop_instance, reason, detail)
-        future: asyncio.Future[Stored | Failed] = asyncio.get_running_loop().create_future()
-        future.set_result(failed)
-        self._tasks.append(asyncio.ensure_future(future))
+        self._outcomes.append(Failed(sop_class, sop_instance, reason, detail))
 
-    async def _store_one(
-        self, data: bytes | memoryview, release: Callable[[], None] | None
-    ) -> Stored | Failed:
-        try:
-            return await self._checked_store(data)
-        finally:
-            if release is not None:
-                release()
-            self._slots.release()
+    async def _work(self) -> None:
+        queue = self._queue
+        while True:
+            self._idle += 1
+            try:
+                job = await queue.get()
+            finally:
+                self._idle -= 1
+            if job is None:
+                return
+            index, inst, data, release = job
+            try:
+                self._outcomes[index] = await self._store(inst, data)
+            except Exception as exc:  # a bug: report the instance, keep the others going
+                log.exception("C-STORE of an instance failed unexpectedly")
+                self._outcomes[index] = Failed(
+                    inst.sop_class_uid, inst.sop_instance_uid, PROCESSING_FAILURE, str(exc)
+                )
+            finally:
+                if release is not None:
+                    release()
 
-    async def _checked_store(self, data: bytes | memoryview) -> Stored | Failed:
+    def _check(self, data: bytes | memoryview) -> CheckedInstance | Failed:
         try:
             inst = check_instance(data)
         except InstanceError as exc:
@@ -181,6 +231,9 @@ class StowSession:
                 STUDY_MISMATCH,
                 f"instance belongs to study {inst.study_instance_uid}, not {self.study_uid}",
             )
+        return inst
+
+    async def _store(self, inst: CheckedInstance, data: bytes | memoryview) -> Stored | Failed:
         try:
             outcome = await self.pacs.store(
                 inst.sop_class_uid,
@@ -225,9 +278,11 @@ class StowSession:
 
     async def finish(self) -> StowResult:
         """Wait for every queued instance and build the result."""
-        outcomes = await asyncio.gather(*self._tasks)
+        for _ in self._workers:
+            await self._queue.put(None)
+        await asyncio.gather(*self._workers)
         result = StowResult(study_url=None, pacs_error=self._pacs_error)
-        for outcome in outcomes:
+        for outcome in self._outcomes:
             if isinstance(outcome, Stored):
                 result.stored.append(outcome)
             else:
@@ -241,6 +296,10 @@ class StowSession:
 
     async def abort(self) -> None:
         """The client went away: stop what has not started; what the PACS took stays."""
-        for task in self._tasks:
+        for task in self._workers:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if job is not None and job[3] is not None:
+                job[3]()
