@@ -4,8 +4,9 @@ Every instance the client sent ends in exactly one of two lists: stored (the
 PACS answered C-STORE success or warning) or failed (with the C-STORE status
 or the gateway's own reason).  Nothing is reported stored that the PACS did
 not confirm.  Instances are sent several at a time (``concurrency``); the
-web layer hands them over as they are parsed, and ``add`` waits for a free
-slot first, so at most ``concurrency`` instances are held at once.
+web layer hands them over as they are parsed, and ``add`` returns once a
+worker can take the part, so at most ``concurrency`` instances are in C-STORE
+and one waits in the queue when ``add`` returns (one more while it waits).
 """
 
 from __future__ import annotations
@@ -181,7 +182,9 @@ class StowSession:
                 "not stored: the request ended before its C-STORE",
             )
         )
-        if not self._idle and len(self._workers) < self._concurrency:
+        # A worker still counts as idle while a part handed to it sits in the
+        # queue: a new one is needed unless more workers wait than parts do.
+        if self._idle <= self._queue.qsize() and len(self._workers) < self._concurrency:
             self._workers.append(asyncio.create_task(self._work()))
         try:
             await self._queue.put((index, checked, data, release))
@@ -296,9 +299,14 @@ class StowSession:
 
     async def abort(self) -> None:
         """The client went away: stop what has not started; what the PACS took stays."""
+        self.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    def cancel(self) -> None:
+        """Stop the workers and free the queued parts without waiting (the request
+        failed, or is being cancelled itself): workers never outlive their request."""
         for task in self._workers:
             task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if job is not None and job[3] is not None:

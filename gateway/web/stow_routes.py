@@ -172,6 +172,9 @@ async def store_instances(request: Request) -> Response:
         return _broken(await session.finish(), reply_as, 413, exc.reason)
     except MultipartError as exc:
         return _broken(await session.finish(), reply_as, 400, exc.reason)
+    except BaseException:  # a 500 or a cancelled request: its workers end with it
+        session.cancel()
+        raise
     return _stow_response(await session.finish(), reply_as)
 
 
