@@ -195,7 +195,14 @@ class AssociationPool:
                 assoc.abort()
             raise
         finally:
-            await asyncio.shield(self._release_slot(assoc, reusable, profile))
+            if self._changed.locked():
+                await asyncio.shield(self._release_slot(assoc, reusable, profile))
+            else:
+                # The lock is free, so _release_slot runs to its end without
+                # suspending, and nothing can cancel it half-way: no shield task
+                # and its loop iterations between one operation and the next
+                # (about 0.1-0.2 ms of a 1.5 ms C-STORE cycle into dcmqrscp).
+                await self._release_slot(assoc, reusable, profile)
 
     async def close(self) -> None:
         """Release every idle association (in-use ones are aborted by their owners)."""
