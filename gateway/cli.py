@@ -79,13 +79,14 @@ def _settings(args: argparse.Namespace, pacs: tuple[PacsConfig, ...] | None = No
 
 def _read_larger_chunks() -> None:
     """Hypercorn reads a connection 64 KiB at a time (``MAX_RECV``, a module
-    constant with no setting).  asyncio's stream buffer behind it holds up to
-    a few hundred KiB, so 64 KiB reads cost one copy and one shift of the
-    rest per read, and one pass through h11 and the ASGI queue each: a STOW
-    body spent about 10% of the gateway's CPU there (docs/benchmarks.md,
-    issue 4).  Reads of up to 1 MiB take what is buffered at once; memory
-    stays bounded as before, since asyncio pauses the socket at its own
-    buffer limit whatever the read size.
+    constant with no setting).  asyncio's stream buffer behind it holds a few
+    hundred KiB, so 64 KiB reads cost one copy and one shift of the rest per
+    read, and one pass through h11 and the ASGI queue each: a bare Hypercorn
+    app reading a 52 MB STOW body used 107-121 ms of CPU with them, 70-83 ms
+    with 1 MiB reads (docs/benchmarks.md, issue 4).  A read returns what
+    asyncio has buffered (up to about 350 KiB), and Hypercorn queues up to
+    ``max_app_queue_size`` (10) of them for a request that does not read: a
+    stalled upload holds up to about 3.5 MiB instead of 0.64 MiB.
     """
     import hypercorn.asyncio.tcp_server as tcp_server
 

@@ -161,12 +161,18 @@ class StowSession:
     async def add(
         self, data: bytes | memoryview, release: Callable[[], None] | None = None
     ) -> None:
-        """Queue one Part 10 instance; returns once a worker can take it (bounded memory).
+        """Queue one Part 10 instance; returns once the queue of one has room
+        (bounded memory).
 
         The part is checked before it waits: that work overlaps the C-STOREs
         in flight instead of delaying the next one.
         """
-        checked = self._check(data)
+        try:
+            checked = self._check(data)
+        except BaseException:
+            if release is not None:
+                release()
+            raise
         if isinstance(checked, Failed):
             self._outcomes.append(checked)
             if release is not None:
@@ -219,7 +225,10 @@ class StowSession:
                 )
             finally:
                 if release is not None:
-                    release()
+                    try:
+                        release()
+                    except Exception:  # a worker must outlive a failed clean-up
+                        log.exception("releasing a STOW part failed")
 
     def _check(self, data: bytes | memoryview) -> CheckedInstance | Failed:
         try:
@@ -281,9 +290,13 @@ class StowSession:
 
     async def finish(self) -> StowResult:
         """Wait for every queued instance and build the result."""
-        for _ in self._workers:
-            await self._queue.put(None)
-        await asyncio.gather(*self._workers)
+        try:
+            for _ in self._workers:
+                await self._queue.put(None)
+            await asyncio.gather(*self._workers)
+        except BaseException:  # cancelled while waiting: the workers end with the request
+            self.cancel()
+            raise
         result = StowResult(study_url=None, pacs_error=self._pacs_error)
         for outcome in self._outcomes:
             if isinstance(outcome, Stored):

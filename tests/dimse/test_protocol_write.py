@@ -4,8 +4,10 @@ the socket takes at once (real sockets on 127.0.0.1, a slow reader)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import sys
 
 import pytest
 
@@ -59,13 +61,13 @@ def test_writes_arrive_whole_and_in_order_through_a_full_socket(delay: float) ->
     async def main() -> None:
         protocol, peer = await _connected()
         batches = [_pieces(n, 40, 16378) for n in range(12)]  # ~7.9 MB, far over the buffers
-        expected = b"".join(bytes(p) for batch in batches for p in batch)
+        expected = b"".join(b"".join(bytes(p) for p in batch) + b"<between>" for batch in batches)
         reader = asyncio.create_task(_read_all(peer, len(expected), delay))
         assert protocol.transport is not None
         queued = 0
         for batch in batches:
             protocol.write(batch)
-            protocol.write(b"")  # a plain bytes write between lists keeps its place too
+            protocol.write(b"<between>")  # a plain bytes write between lists keeps its place
             queued = max(queued, protocol.transport.get_write_buffer_size())
         assert queued  # the socket did not take everything: the transport's part was used
         await protocol.drain()
@@ -73,6 +75,38 @@ def test_writes_arrive_whole_and_in_order_through_a_full_socket(delay: float) ->
         assert len(got) == len(expected)
         assert got == expected
         assert protocol.transport is not None
+        protocol.transport.close()
+        peer.close()
+
+    asyncio.run(main())
+
+
+def test_a_list_written_while_the_transport_still_holds_data_queues_behind_it() -> None:
+    """The socket has room again, but the transport has not yet sent what it
+    holds (its writer runs later in the loop): a new list must go behind that
+    data, not straight to the socket."""
+
+    async def main() -> None:
+        protocol, peer = await _connected()
+        assert protocol.transport is not None
+        if sys.version_info < (3, 12):
+            assert protocol._raw is not None  # the sendmsg path is the one tested
+        first = [p for n in range(12) for p in _pieces(n, 40, 16378)]
+        second = _pieces(99, 4, 100)
+        expected = b"".join(bytes(p) for p in [*first, *second])
+        protocol.write(first)
+        assert protocol.transport.get_write_buffer_size() > 0
+        got = bytearray()
+        with contextlib.suppress(BlockingIOError):
+            while True:  # empty the socket now, before the transport's writer runs
+                chunk = peer.recv(1 << 20)
+                if not chunk:
+                    break
+                got += chunk
+        protocol.write(second)
+        await protocol.drain()
+        got += await asyncio.wait_for(_read_all(peer, len(expected) - len(got), 0.0), 30)
+        assert bytes(got) == expected
         protocol.transport.close()
         peer.close()
 

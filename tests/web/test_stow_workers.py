@@ -20,8 +20,8 @@ record as the reference:
   and every other instance is stored and in the SCP;
 * the result is in request order although the SCP ends the C-STOREs in
   another order;
-* a request that fails for another reason (a 500) drops its queued parts:
-  no worker outlives the request;
+* a request that fails for another reason (a 500), or is cancelled while
+  ``finish`` waits, drops its queued parts: no worker outlives the request;
 * a burst of up to ``concurrency`` parts is stored all at once.
 """
 
@@ -212,14 +212,15 @@ def test_every_part_released_once_after_its_c_store(monkeypatch: pytest.MonkeyPa
     verify_in_pacs(peer.record, result, absent=[refused, buggy, other_study])
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_abort_releases_parts_in_c_store_queued_and_waiting(concurrency: int) -> None:
-    """The client goes away while ``concurrency`` parts are in C-STORE, one is
-    queued and the ``add`` of one more is waiting (and is cancelled): after
-    ``abort`` every one of them was released exactly once, and the queued and
-    the waiting part never reach the SCP."""
-    insts = new_series(concurrency + 2)
-    delay = 0.4
+def _busy_then(
+    insts: list[Inst],
+    concurrency: int,
+    scenario: Callable[[StowSession, Parts], Awaitable[None]],
+    delay: float = 0.4,
+) -> list[str]:
+    """Add ``insts`` to a session until ``concurrency`` C-STOREs are at the
+    (slow) SCP, run ``scenario``, wait until the C-STOREs that were in flight
+    have ended at the SCP; what the SCP received."""
     with StorePeer(delay=delay) as peer:
         parts = Parts(peer)
 
@@ -227,25 +228,60 @@ def test_abort_releases_parts_in_c_store_queued_and_waiting(concurrency: int) ->
             client = _client(peer)
             session = _session(client, concurrency)
             try:
-                for inst in insts[:-1]:
+                for inst in insts:
                     await parts.add(session, inst.data)
                 await _until(lambda: peer.in_flight == concurrency)
-                waiting = asyncio.create_task(parts.add(session, insts[-1].data))
-                await asyncio.sleep(0.05)
-                assert not waiting.done(), "the queue of one should be full"
-                assert sum(parts.released.values()) == 0
-                waiting.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await waiting
-                await session.abort()
-                assert parts.released == Counter(range(len(insts)))
-                await asyncio.sleep(delay + 0.1)  # what was in C-STORE has ended at the SCP
+                await scenario(session, parts)
+                await asyncio.sleep(delay + 0.2)  # a worker left running would store more
             finally:
                 await client.close()
 
         _run(main())
-        never_sent = {i.sop_uid for i in insts[concurrency:]}
-        assert never_sent.isdisjoint(_received(peer))
+        return _received(peer)
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_abort_releases_parts_in_c_store_queued_and_waiting(concurrency: int) -> None:
+    """The client goes away while ``concurrency`` parts are in C-STORE, one is
+    queued and the ``add`` of one more is waiting (and is cancelled): after
+    ``abort`` every one of them was released exactly once, and the queued and
+    the waiting part never reach the SCP."""
+    insts = new_series(concurrency + 2)
+
+    async def scenario(session: StowSession, parts: Parts) -> None:
+        waiting = asyncio.create_task(parts.add(session, insts[-1].data))
+        await asyncio.sleep(0.05)
+        assert not waiting.done(), "the queue of one should be full"
+        assert sum(parts.released.values()) == 0
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await session.abort()
+        assert parts.released == Counter(range(len(insts)))
+
+    received = _busy_then(insts[:-1], concurrency, scenario)
+    never_sent = {i.sop_uid for i in insts[concurrency:]}
+    assert never_sent.isdisjoint(received)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_finish_cancelled_ends_its_workers(concurrency: int) -> None:
+    """The request is cancelled while ``finish`` waits for the last C-STOREs
+    (e.g. the server shutting down): the workers end with it, the part still
+    queued never reaches the SCP, and every part is released exactly once."""
+    insts = new_series(concurrency + 1)
+
+    async def scenario(session: StowSession, parts: Parts) -> None:
+        finishing = asyncio.create_task(session.finish())
+        await asyncio.sleep(0.05)
+        finishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await finishing
+        await asyncio.sleep(0)
+        assert all(w.done() for w in session._workers)
+        assert parts.released == Counter(range(len(insts)))
+
+    assert insts[-1].sop_uid not in _busy_then(insts, concurrency, scenario)
 
 
 # --------------------------------------------------------------------------- memory bound
