@@ -4,7 +4,10 @@
   slices, about 52 MB) uploaded in one STOW-RS request (requests with
   requests-toolbelt's MultipartEncoder streaming the files, in 1 MB blocks, no
   ``Expect``) to the gateway running as its own process (``python -m gateway
-  serve``), into Orthanc and into dcmqrscp; reference: DCMTK ``storescu`` of the
+  serve``), into Orthanc and into dcmqrscp; and the same body sent by ``curl``
+  from one prepared file (``-T``; untimed to build, as storescu's files are), a
+  client that costs little CPU on the cores the gateway and the PACS share;
+  reference: DCMTK ``storescu`` of the
   same files into the same PACS (one association); and both into DCMTK
   ``storescp --ignore``, which keeps nothing, to show the gateway's own cost
   without a PACS's.  Every round stores into a fresh PACS, the gateway round and
@@ -26,6 +29,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -154,9 +158,43 @@ def stow_files(url: str, files: list[Path]) -> requests.Response:
         return http.post(f"{url}/studies", data=encoder, headers=headers, timeout=600)
 
 
+def write_body(files: list[Path], out: Path) -> str:
+    """The multipart body of ``files`` in one file (for curl), and its boundary."""
+    boundary = "stow-bench-" + os.urandom(12).hex()
+    with out.open("wb") as body:
+        for path in files:
+            body.write(f"--{boundary}\r\nContent-Type: {DICOM}\r\n\r\n".encode())
+            body.write(path.read_bytes())
+            body.write(b"\r\n")
+        body.write(f"--{boundary}--\r\n".encode())
+    return boundary
+
+
+def stow_curl(url: str, body: Path, boundary: str) -> tuple[int, dict[str, Any]]:
+    """One STOW-RS request by curl streaming ``body`` from its file (``-T``): the
+    HTTP counterpart of storescu sending its files, with a client that costs
+    little CPU on the shared cores."""
+    proc = subprocess.run(
+        [
+            "curl", "-s", "-X", "POST", "-T", str(body), "-H", "Expect:",
+            "-H", f'Content-Type: multipart/related; type="{DICOM}"; boundary={boundary}',
+            "-H", "Accept: application/dicom+json", "-w", "\n%{http_code}", f"{url}/studies",
+        ],
+        capture_output=True,
+        check=True,
+        timeout=600,
+    )  # fmt: skip
+    text, _, code = proc.stdout.decode().rpartition("\n")
+    return int(code), json.loads(text) if text.strip() else {}
+
+
 def outcome(response: requests.Response) -> tuple[int, int]:
     """(instances stored, instances failed) of a STOW-RS response."""
-    body = response.json() if response.content else {}
+    return outcome_of(response.json() if response.content else {})
+
+
+def outcome_of(body: dict[str, Any]) -> tuple[int, int]:
+    """(instances stored, instances failed) of a STOW-RS response body."""
     stored = len(body.get("00081199", {}).get("Value", []))
     failed = len(body.get("00081198", {}).get("Value", []))
     return stored, failed
@@ -230,22 +268,30 @@ def test_bench_stow_vs_storescu(
 ) -> None:
     study, files = ct_series
     megabytes = sum(f.stat().st_size for f in files) / 1e6
+    body = tmp_path / "body.multipart"
+    boundary = write_body(files, body)
     ours: list[float] = []
+    by_curl: list[float] = []
     theirs: list[float] = []
     notes: list[str] = []
 
-    def gateway_round(n: int) -> None:
-        pacs = new_pacs(kind, tmp_path / f"{kind}-gw-{n}")
+    def gateway_round(n: int, client: str) -> None:
+        pacs = new_pacs(kind, tmp_path / f"{kind}-gw-{client}-{n}")
         gateway = GatewayProcess(pacs, tmp_path, **settings)
         try:
             start = time.perf_counter()
-            response = stow_files(gateway.url, files)
-            ours.append(time.perf_counter() - start)
-            stored, failed = outcome(response)
+            if client == "curl":
+                status, answer = stow_curl(gateway.url, body, boundary)
+                by_curl.append(time.perf_counter() - start)
+            else:
+                response = stow_files(gateway.url, files)
+                ours.append(time.perf_counter() - start)
+                status, answer = response.status_code, response.json() if response.content else {}
+            stored, failed = outcome_of(answer)
             kept = stored if kind == "sink" else count_in_pacs(pacs, study)
-            if response.status_code != 200 or kept != 100:
+            if status != 200 or kept != 100:
                 notes.append(
-                    f"round {n}: HTTP {response.status_code}, {stored} stored, "
+                    f"round {n} ({client}): HTTP {status}, {stored} stored, "
                     f"{failed} failed, {kept} in the PACS"
                 )
         finally:
@@ -264,7 +310,11 @@ def test_bench_stow_vs_storescu(
         finally:
             pacs.stop(graceful=False)
 
-    rounds: list[Callable[[int], None]] = [gateway_round, storescu_round]
+    rounds: list[Callable[[int], None]] = [
+        lambda n: gateway_round(n, "requests"),
+        storescu_round,
+        lambda n: gateway_round(n, "curl"),
+    ]
     for n in range(ROUNDS):
         for run in rounds if n % 2 == 0 else reversed(rounds):
             run(n)
@@ -274,12 +324,21 @@ def test_bench_stow_vs_storescu(
         f" (stow_concurrency={settings['stow_concurrency']})" if settings else ""
     )
     report.add(label, statistics.median(ours), statistics.median(theirs), "storescu", unit="s")
+    report.add(
+        f"{label}, curl as the client",
+        statistics.median(by_curl),
+        statistics.median(theirs),
+        "storescu",
+        unit="s",
+    )
     print(
         f"\n{label}: gateway {[f'{t:.3f}' for t in ours]} s, storescu "
         f"{[f'{t:.3f}' for t in theirs]} s; medians {statistics.median(ours):.3f} s "
         f"({megabytes / statistics.median(ours):.0f} MB/s) vs {statistics.median(theirs):.3f} s "
         f"({megabytes / statistics.median(theirs):.0f} MB/s), ratio "
-        f"{statistics.median(ours) / statistics.median(theirs):.2f}x"
+        f"{statistics.median(ours) / statistics.median(theirs):.2f}x; curl as the client "
+        f"{[f'{t:.3f}' for t in by_curl]} s, ratio "
+        f"{statistics.median(by_curl) / statistics.median(theirs):.2f}x"
     )
     for note in notes:
         print("  " + note)
