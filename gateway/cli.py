@@ -77,7 +77,7 @@ def _settings(args: argparse.Namespace, pacs: tuple[PacsConfig, ...] | None = No
     )
 
 
-def _read_larger_chunks() -> None:
+def read_larger_chunks() -> None:
     """Hypercorn reads a connection 64 KiB at a time (``MAX_RECV``, a module
     constant with no setting).  asyncio's stream buffer behind it holds a few
     hundred KiB, so 64 KiB reads cost one copy and one shift of the rest per
@@ -106,7 +106,7 @@ async def _serve(settings: Settings, banner: str = "") -> None:
     # Hypercorn's own messages through our handler (same format, JSON included).
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
-    _read_larger_chunks()
+    read_larger_chunks()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

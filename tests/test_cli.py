@@ -47,3 +47,15 @@ def test_no_pacs_and_bad_config_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DICOMWEB_GATEWAY_PACS", raising=False)
     assert main(["echo"]) == 2
     assert main(["echo", "--pacs", "not-a-pacs"]) == 2
+
+
+def test_hypercorn_reads_request_bodies_a_mebibyte_at_a_time() -> None:
+    """``serve`` raises Hypercorn's read size (a module constant, no setting): if a
+    Hypercorn upgrade renames or changes it, this says so instead of the gain
+    vanishing silently (docs/benchmarks.md, issue 4)."""
+    import hypercorn.asyncio.tcp_server as tcp_server
+
+    from gateway.cli import read_larger_chunks
+
+    read_larger_chunks()
+    assert tcp_server.MAX_RECV == 1 << 20
