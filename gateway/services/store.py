@@ -167,37 +167,31 @@ class StowSession:
         The part is checked before it waits: that work overlaps the C-STOREs
         in flight instead of delaying the next one.
         """
+        queued = False
         try:
             checked = self._check(data)
-        except BaseException:
-            if release is not None:
-                release()
-            raise
-        if isinstance(checked, Failed):
-            self._outcomes.append(checked)
-            if release is not None:
-                release()
-            return
-        # Failed until a worker says otherwise: an instance is never left out.
-        index = len(self._outcomes)
-        self._outcomes.append(
-            Failed(
-                checked.sop_class_uid,
-                checked.sop_instance_uid,
-                PROCESSING_FAILURE,
-                "not stored: the request ended before its C-STORE",
+            if isinstance(checked, Failed):
+                self._outcomes.append(checked)
+                return
+            # Failed until a worker says otherwise: an instance is never left out.
+            index = len(self._outcomes)
+            self._outcomes.append(
+                Failed(
+                    checked.sop_class_uid,
+                    checked.sop_instance_uid,
+                    PROCESSING_FAILURE,
+                    "not stored: the request ended before its C-STORE",
+                )
             )
-        )
-        # A worker still counts as idle while a part handed to it sits in the
-        # queue: a new one is needed unless more workers wait than parts do.
-        if self._idle <= self._queue.qsize() and len(self._workers) < self._concurrency:
-            self._workers.append(asyncio.create_task(self._work()))
-        try:
+            # A worker still counts as idle while a part handed to it sits in the
+            # queue: a new one is needed unless more workers wait than parts do.
+            if self._idle <= self._queue.qsize() and len(self._workers) < self._concurrency:
+                self._workers.append(asyncio.create_task(self._work()))
             await self._queue.put((index, checked, data, release))
-        except BaseException:
-            if release is not None:
+            queued = True
+        finally:
+            if not queued and release is not None:  # a worker releases what it took
                 release()
-            raise
 
     def add_failure(
         self, reason: int, detail: str, sop_class: str = "", sop_instance: str = ""

@@ -28,10 +28,11 @@ record as the reference:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
@@ -77,15 +78,19 @@ def _run(coro: Awaitable[T]) -> T:
     return asyncio.run(bounded())
 
 
-def _client(peer: StorePeer, associations: int = 4) -> PacsClient:
-    settings = Settings(pacs=(peer.pacs_config(max_associations=associations),))
-    return PacsClient(settings.pacs[0], settings)
-
-
-def _session(client: PacsClient, concurrency: int, study_uid: str | None = None) -> StowSession:
-    return StowSession(
-        client, study_uid=study_uid, base_url="http://gw/dicomweb", concurrency=concurrency
-    )
+@contextlib.asynccontextmanager
+async def _stow_session(
+    peer: StorePeer, concurrency: int, study_uid: str | None = None
+) -> AsyncIterator[StowSession]:
+    """A session storing into ``peer`` through its own client, closed afterwards."""
+    settings = Settings(pacs=(peer.pacs_config(max_associations=4),))
+    client = PacsClient(settings.pacs[0], settings)
+    try:
+        yield StowSession(
+            client, study_uid=study_uid, base_url="http://gw/dicomweb", concurrency=concurrency
+        )
+    finally:
+        await client.close()
 
 
 def _decoded(result: SessionResult) -> StowResult:
@@ -183,9 +188,7 @@ def test_every_part_released_once_after_its_c_store(monkeypatch: pytest.MonkeyPa
         parts = Parts(peer)
 
         async def main() -> SessionResult:
-            client = _client(peer)
-            session = _session(client, concurrency=2, study_uid=study)
-            try:
+            async with _stow_session(peer, 2, study) as session:
                 await parts.add(session, good[0].data, good[0].sop_uid)
                 for bad in (b"not DICOM", good[1].data[:-200], other_study.data):
                     n = await parts.add(session, bad)
@@ -195,8 +198,6 @@ def test_every_part_released_once_after_its_c_store(monkeypatch: pytest.MonkeyPa
                 for inst in good[1:]:
                     await parts.add(session, inst.data, inst.sop_uid)
                 return await session.finish()
-            finally:
-                await client.close()
 
         result = _decoded(_run(main()))
     assert parts.released == Counter(range(len(parts.entered)))  # each exactly once
@@ -225,16 +226,12 @@ def _busy_then(
         parts = Parts(peer)
 
         async def main() -> None:
-            client = _client(peer)
-            session = _session(client, concurrency)
-            try:
+            async with _stow_session(peer, concurrency) as session:
                 for inst in insts:
                     await parts.add(session, inst.data)
                 await _until(lambda: peer.in_flight == concurrency)
                 await scenario(session, parts)
                 await asyncio.sleep(delay + 0.2)  # a worker left running would store more
-            finally:
-                await client.close()
 
         _run(main())
         return _received(peer)
@@ -299,14 +296,10 @@ def test_at_most_concurrency_plus_one_parts_held(concurrency: int) -> None:
         parts = Parts(peer)
 
         async def main() -> SessionResult:
-            client = _client(peer)
-            session = _session(client, concurrency)
-            try:
+            async with _stow_session(peer, concurrency) as session:
                 for inst in insts:
                     await parts.add(session, inst.data, inst.sop_uid)
                 return await session.finish()
-            finally:
-                await client.close()
 
         result = _decoded(_run(main()))
     assert result.stored_uids == [i.sop_uid for i in insts]
@@ -325,14 +318,10 @@ def test_as_many_at_once_as_parts_up_to_concurrency() -> None:
     with StorePeer(delay=0.2) as peer:
 
         async def main() -> None:
-            client = _client(peer)
-            session = _session(client, concurrency=3)
-            try:
+            async with _stow_session(peer, 3) as session:
                 for inst in insts:
                     await session.add(inst.data)
                 await session.finish()
-            finally:
-                await client.close()
 
         _run(main())
     assert sorted(_received(peer)) == sorted(i.sop_uid for i in insts)
@@ -448,14 +437,10 @@ def test_results_in_request_order_when_the_scp_answers_out_of_order() -> None:
         parts = Parts(peer)
 
         async def main() -> SessionResult:
-            client = _client(peer)
-            session = _session(client, concurrency=3, study_uid=study)
-            try:
+            async with _stow_session(peer, 3, study) as session:
                 for part in request:
                     await parts.add(session, part.data if isinstance(part, Inst) else part)
                 return await session.finish()
-            finally:
-                await client.close()
 
         session_result = _run(main())
         result = _decoded(session_result)
