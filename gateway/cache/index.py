@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,8 @@ CREATE TABLE IF NOT EXISTS derived (
 
 OpenedAs = Literal["kept", "created", "rebuilt"]
 SeriesKey = tuple[str, str]
+InstanceRow = tuple[str, str, str, str, int, float]
+"""study, series, SOP instance UID, transfer syntax, size, time of the write."""
 
 _INSTANCE_COLUMNS = "study_uid, series_uid, sop_uid, transfer_syntax, size"
 _BATCH = 500  # bound parameters per statement, well under SQLite's limit
@@ -218,8 +220,17 @@ class CacheIndex:
                 [(t, *key) for key, t in series.items()],
             )
 
-    def record(
+    def record_many(self, rows: Sequence[InstanceRow]) -> list[tuple[int, list[Path]]]:
+        """Insert or replace instances, in one transaction (one commit for a batch:
+        most of the cost of a small row is its commit). Per row: the change in bytes
+        and the derived files of a replaced instance (derived from the old bytes, so
+        no longer valid)."""
+        with self._transaction() as db:
+            return [self._record(db, *row) for row in rows]
+
+    def _record(
         self,
+        db: sqlite3.Connection,
         study_uid: str,
         series_uid: str,
         sop_uid: str,
@@ -227,36 +238,33 @@ class CacheIndex:
         size: int,
         now: float,
     ) -> tuple[int, list[Path]]:
-        """Insert or replace one instance; returns the change in bytes and the derived
-        files of a replaced instance (derived from the old bytes, so no longer valid)."""
-        with self._transaction() as db:
-            old = db.execute(
-                "SELECT study_uid, series_uid, size FROM instances WHERE sop_uid = ?", (sop_uid,)
-            ).fetchone()
-            delta, stale = size, []
-            if old is not None:
-                keys = db.execute(
-                    "SELECT key, size FROM derived WHERE sop_uid = ?", (sop_uid,)
-                ).fetchall()
-                db.execute("DELETE FROM derived WHERE sop_uid = ?", (sop_uid,))
-                delta -= old[2] + sum(s for _, s in keys)
-                stale = [self._layout.derived_path(sop_uid, k) for k, _ in keys]
-            db.execute(
-                "INSERT INTO series (study_uid, series_uid, complete, last_access)"
-                " VALUES (?, ?, 0, ?) ON CONFLICT DO UPDATE SET last_access = excluded.last_access",
-                (study_uid, series_uid, now),
-            )
-            db.execute(
-                "INSERT INTO instances"
-                " (sop_uid, study_uid, series_uid, transfer_syntax, size, last_access)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sop_uid) DO UPDATE SET"
-                " study_uid = excluded.study_uid, series_uid = excluded.series_uid,"
-                " transfer_syntax = excluded.transfer_syntax, size = excluded.size,"
-                " last_access = excluded.last_access",
-                (sop_uid, study_uid, series_uid, transfer_syntax, size, now),
-            )
-            if old is not None and (old[0], old[1]) != (study_uid, series_uid):
-                self._settle_series([(old[0], old[1])])
+        old = db.execute(
+            "SELECT study_uid, series_uid, size FROM instances WHERE sop_uid = ?", (sop_uid,)
+        ).fetchone()
+        delta, stale = size, []
+        if old is not None:
+            keys = db.execute(
+                "SELECT key, size FROM derived WHERE sop_uid = ?", (sop_uid,)
+            ).fetchall()
+            db.execute("DELETE FROM derived WHERE sop_uid = ?", (sop_uid,))
+            delta -= old[2] + sum(s for _, s in keys)
+            stale = [self._layout.derived_path(sop_uid, k) for k, _ in keys]
+        db.execute(
+            "INSERT INTO series (study_uid, series_uid, complete, last_access)"
+            " VALUES (?, ?, 0, ?) ON CONFLICT DO UPDATE SET last_access = excluded.last_access",
+            (study_uid, series_uid, now),
+        )
+        db.execute(
+            "INSERT INTO instances"
+            " (sop_uid, study_uid, series_uid, transfer_syntax, size, last_access)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sop_uid) DO UPDATE SET"
+            " study_uid = excluded.study_uid, series_uid = excluded.series_uid,"
+            " transfer_syntax = excluded.transfer_syntax, size = excluded.size,"
+            " last_access = excluded.last_access",
+            (sop_uid, study_uid, series_uid, transfer_syntax, size, now),
+        )
+        if old is not None and (old[0], old[1]) != (study_uid, series_uid):
+            self._settle_series([(old[0], old[1])])
         return delta, stale
 
     def set_complete(self, study_uid: str, series_uid: str) -> None:

@@ -4,7 +4,8 @@ disk, within a byte budget, least recently read evicted first.
 What a caller can rely on:
 
 - A lookup that returns an instance returns a whole file: writes are atomic
-  (``AtomicWriter``) and the index only names renamed, finished files.
+  (``keep`` through the ``WriteQueue``, ``open_writer`` and derived data through
+  ``AtomicWriter``) and the index only names renamed, finished files.
 - A series is *complete* only after ``mark_series_complete``, called when a
   whole-series retrieve finished; only then does ``series_instances`` answer,
   so that a series request can skip the PACS. Losing any instance of the series
@@ -21,9 +22,11 @@ What a caller can rely on:
   nothing that cannot be fetched again.
 
 Threads: every index query and every rename/unlink of a final file runs on one
-dedicated thread (see ``worker.py`` for why); file contents are written in
-``asyncio.to_thread`` workers. Everything else here, leases and counters
-included, lives on the event loop and needs no lock.
+dedicated thread (see ``worker.py`` for why). Instances a retrieve keeps are
+written by the write queue's one thread (``write_queue.py``: why one thread and
+batches); streamed writes and derived data in ``asyncio.to_thread`` workers.
+Everything else here, leases and counters included, lives on the event loop and
+needs no lock.
 
 Eviction is by whole series, least recently read first: a series with a hole
 is no use to a series request, and the series is what viewers ask for. It runs
@@ -51,7 +54,8 @@ from gateway.cache.index import SeriesKey
 from gateway.cache.layout import CacheLayout, check_derived_key
 from gateway.cache.records import CachedInstance, CachedSeries, CacheStats
 from gateway.cache.sweep import empty_trash, remove_stale_temps
-from gateway.cache.worker import IndexWorker, is_corruption
+from gateway.cache.worker import IndexWorker, Published, WrittenInstance, is_corruption
+from gateway.cache.write_queue import Chunk, QueuedWrite, WriteQueue
 from gateway.cache.writer import AtomicWriter
 
 log = logging.getLogger(__name__)
@@ -96,6 +100,7 @@ class InstanceCache:
         self._health = StorageHealth(self.root, write_retry_seconds)
         self._state: _StoreState = "new"
         self._executor: ThreadPoolExecutor | None = None
+        self._writes: WriteQueue | None = None
         self._leases: Counter[str] = Counter()
         self._pins: Counter[SeriesKey] = Counter()
         self._bytes = 0
@@ -125,6 +130,9 @@ class InstanceCache:
             self._state = "off"
             return
         self._state = "open"
+        self._writes = WriteQueue(
+            self._publish_batch, self._published, self._write_failed, fsync=self._fsync
+        )
         self._spawn(self.housekeeping())
         self._check_budget()
 
@@ -138,6 +146,8 @@ class InstanceCache:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._writes is not None:
+            await self._writes.close()
         if self._executor is not None:
             try:
                 await self._call(self._worker.close)
@@ -239,7 +249,7 @@ class InstanceCache:
     def open_writer(
         self, study_uid: str, series_uid: str, sop_uid: str, transfer_syntax: str
     ) -> InstanceWriter:
-        """A writer for one instance as it arrives from the PACS::
+        """A writer for one instance that arrives in pieces (a whole one: ``keep``)::
 
             async with cache.open_writer(study, series, sop, ts) as writer:
                 async for chunk in fragments:
@@ -258,6 +268,39 @@ class InstanceCache:
             fsync=self._fsync,
         )
 
+    async def keep(
+        self,
+        study_uid: str,
+        series_uid: str,
+        sop_uid: str,
+        transfer_syntax: str,
+        chunks: tuple[Chunk, ...],
+    ) -> asyncio.Future[CachedInstance | None]:
+        """Queue a whole instance (its File Meta and data set, say) for the cache.
+
+        Returns at once, unless the write queue holds too many bytes
+        (``write_queue``), with a future of what the cache recorded: None when the
+        cache is off, not taking writes, closing, or the write failed (reported
+        once). The chunks must not change until the future is done. Replacing a
+        cached instance drops its derived data.
+        """
+        future: asyncio.Future[CachedInstance | None] = asyncio.get_running_loop().create_future()
+        writes = self._writes
+        if writes is None or not self.enabled or not self._health.writable():
+            future.set_result(None)
+            return future
+        size = sum(len(chunk) for chunk in chunks)
+        row = (study_uid, series_uid, sop_uid, transfer_syntax, size, self._clock())
+        final = self._layout.instance_path(sop_uid)
+        await writes.put(QueuedWrite(final, row, chunks, size, future))
+        return future
+
+    async def settled(self) -> None:
+        """Return once every instance ``keep`` queued before this call is in the index
+        (or failed)."""
+        if self._writes is not None:
+            await self._writes.settled()
+
     async def mark_series_complete(
         self, study_uid: str, series_uid: str, sop_uids: Iterable[str]
     ) -> bool:
@@ -268,6 +311,7 @@ class InstanceCache:
         incomplete."""
         if not self.enabled:
             return False
+        await self.settled()  # the instances kept before this call
         try:
             complete, evicted, freed = await self._call(
                 self._worker.mark_complete,
@@ -330,10 +374,14 @@ class InstanceCache:
         try:
             return await loop.run_in_executor(self._executor, call)
         except sqlite3.DatabaseError as exc:
-            if is_corruption(exc):  # the worker started again empty
-                self._bytes = 0
-                self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
+            if is_corruption(exc):
+                self._after_corruption()
             raise
+
+    def _after_corruption(self) -> None:
+        """The worker started again with an empty index; the old data is in the trash."""
+        self._bytes = 0
+        self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
 
     async def _read(self, job: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | None:
         """A read job; any storage failure is a miss (and reported once)."""
@@ -354,21 +402,21 @@ class InstanceCache:
         temp: Path,
         size: int,
     ) -> CachedInstance | None:
-        result = await self._publish(
-            self._worker.publish,
-            temp,
-            study_uid,
-            series_uid,
-            sop_uid,
-            transfer_syntax,
-            size,
-            self._clock(),
-        )
-        if result is None:
+        """The publish step of ``open_writer``'s writers: a batch of one."""
+        if not self.enabled:
             return None
-        instance, delta = result
-        self._grow(delta)
-        return instance
+        row = (study_uid, series_uid, sop_uid, transfer_syntax, size, self._clock())
+        try:
+            (outcome,) = await self._call(self._worker.publish_many, [WrittenInstance(temp, row)])
+        except _FAILURES as exc:
+            self._report(exc)
+            return None
+        if isinstance(outcome, tuple):
+            self._published(*outcome)
+            return outcome[0]
+        if outcome is not None:
+            self._report(outcome)
+        return None
 
     async def _publish_derived(self, sop_uid: str, key: str, temp: Path, size: int) -> bool | None:
         delta = await self._publish(self._worker.put_derived, temp, sop_uid, key, size)
@@ -391,6 +439,25 @@ class InstanceCache:
             return None
         self._health.succeeded()
         return result
+
+    def _publish_batch(self, written: list[WrittenInstance]) -> list[Published]:
+        """The write queue's publish step, on its thread: one index job, waited for."""
+        if self._executor is None or self._state != "open":
+            return [None] * len(written)
+        job = partial(self._worker.run, self._worker.publish_many, written)
+        return self._executor.submit(job).result()
+
+    def _published(self, instance: CachedInstance, delta: int) -> None:
+        self._health.succeeded()
+        self._grow(delta)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if not isinstance(exc, _FAILURES):
+            log.error("instance cache write failed", exc_info=exc)
+            return
+        if is_corruption(exc):
+            self._after_corruption()
+        self._report(exc)
 
     def _grow(self, delta: int) -> None:
         self._bytes += delta

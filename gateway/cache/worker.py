@@ -12,8 +12,8 @@ step sees) or after it (and finds the instance gone: a miss, not a dangling path
 The thread also owns the namespace of final file names: renaming a finished file
 into place and unlinking an evicted one happen in the same job as the index
 change, so no other job ever sees the index and the directory disagree. Large
-writes happen elsewhere (``AtomicWriter``, in ``to_thread`` workers); here only
-renames, unlinks, stats and small reads.
+writes happen elsewhere (the write queue's thread, ``AtomicWriter`` in
+``to_thread`` workers); here only renames, unlinks, stats and small reads.
 
 Reads (last-access times, for LRU) are kept in memory and written in one
 transaction per second, and before every eviction step, which is their only
@@ -31,11 +31,12 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from gateway.cache.index import CacheIndex, SeriesKey
+from gateway.cache.index import CacheIndex, InstanceRow, SeriesKey
 from gateway.cache.layout import CacheLayout
 from gateway.cache.records import CachedInstance, CachedSeries
 
@@ -48,6 +49,23 @@ _EVICTION_PAGE = 64
 READS_FLUSH_SECONDS = 1.0
 """Reads are recorded in memory and written to the index at most this often (and
 before every eviction step), so a lookup is a read-only query."""
+
+
+@dataclass(frozen=True)
+class WrittenInstance:
+    """A finished temporary file waiting to be published, and its index row."""
+
+    temp: Path
+    row: InstanceRow
+
+    @property
+    def sop_uid(self) -> str:
+        return self.row[2]
+
+
+Published = tuple[CachedInstance, int] | OSError | None
+"""What ``publish_many`` made of one file: (instance, byte delta), the rename's
+error, or None when the file was gone."""
 
 
 class IndexUnavailable(OSError):
@@ -201,29 +219,39 @@ class IndexWorker:
     def study_series(self, study_uid: str) -> list[CachedSeries]:
         return self.index.study_series(study_uid)
 
-    def publish(
-        self,
-        temp: Path,
-        study_uid: str,
-        series_uid: str,
-        sop_uid: str,
-        transfer_syntax: str,
-        size: int,
-        now: float,
-    ) -> tuple[CachedInstance, int]:
-        """Rename a finished instance into place and index it; (instance, byte delta)."""
-        final = self._layout.instance_path(sop_uid)
-        os.replace(temp, final)
+    def publish_many(self, written: Sequence[WrittenInstance]) -> list[Published]:
+        """Rename finished files into place and index them, in one transaction.
+
+        Per file: the instance and byte delta; None when its temporary file is gone
+        (the cache was wiped under the write); or the ``OSError`` its rename raised
+        (the caller removes the temporary file). A failure of the transaction takes
+        the whole batch out of place again and propagates.
+        """
+        outcomes: list[Published] = [None] * len(written)
+        placed: list[tuple[int, Path]] = []
+        for n, entry in enumerate(written):
+            final = self._layout.instance_path(entry.sop_uid)
+            try:
+                os.replace(entry.temp, final)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                outcomes[n] = exc
+                continue
+            placed.append((n, final))
         try:
-            delta, stale = self.index.record(
-                study_uid, series_uid, sop_uid, transfer_syntax, size, now
-            )
+            recorded = self.index.record_many([written[n].row for n, _ in placed])
         except BaseException:
-            final.unlink(missing_ok=True)  # never a file the index does not know
+            for _, final in placed:
+                final.unlink(missing_ok=True)  # never a file the index does not know
             raise
-        for path in stale:
-            path.unlink(missing_ok=True)
-        return CachedInstance(study_uid, series_uid, sop_uid, transfer_syntax, size, final), delta
+        for (n, final), (delta, stale) in zip(placed, recorded, strict=True):
+            for path in stale:
+                path.unlink(missing_ok=True)
+            study_uid, series_uid, sop_uid, transfer_syntax, size, _ = written[n].row
+            instance = CachedInstance(study_uid, series_uid, sop_uid, transfer_syntax, size, final)
+            outcomes[n] = (instance, delta)
+        return outcomes
 
     def mark_complete(
         self,

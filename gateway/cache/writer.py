@@ -109,31 +109,6 @@ class AtomicWriter(Generic[R]):
         if len(self._pending) >= COALESCE_BYTES:
             await self._flush_pending()
 
-    async def write_and_commit(self, *chunks: bytes | bytearray | memoryview) -> R | None:
-        """Write the whole file and close it in one worker call, then publish.
-
-        For a caller that already holds everything (an instance received over
-        DIMSE): one thread hop for the file instead of one per write plus one
-        to close, which is most of a small instance's cost.
-        """
-        if self._state != "writing":
-            return await self.commit()
-        pending, self._pending = self._pending, bytearray()
-        parts = [p for p in (pending, *chunks) if len(p)]
-        self._size += sum(len(c) for c in chunks)
-
-        def write_all() -> None:
-            for part in parts:
-                self._append(part)
-            self._close()
-
-        try:
-            await asyncio.to_thread(write_all)
-        except OSError as exc:
-            await self._fail(exc)
-            return None
-        return await self.commit()
-
     async def commit(self) -> R | None:
         """Publish the file; returns what the cache recorded, or None if nothing was
         (writer disabled, nothing written, or the cache refused it)."""
@@ -147,8 +122,7 @@ class AtomicWriter(Generic[R]):
             return None
         self._state = "publishing"
         try:
-            if self._fd is not None:  # write_and_commit closed it already
-                await asyncio.to_thread(self._close)
+            await asyncio.to_thread(self._close)
         except OSError as exc:
             await self._fail(exc)
             return None

@@ -28,6 +28,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,12 @@ class InstanceData:
             cached.transfer_syntax,
             path=cached.path,
         )
+
+
+def _now_cached(data: InstanceData, written: asyncio.Future[CachedInstance | None]) -> None:
+    cached = written.result()
+    if cached is not None:
+        data.cached_as(cached)
 
 
 def _identifier(target: Target, level: str, extra: tuple[str, ...] = ()) -> Dataset:
@@ -490,9 +497,14 @@ class Retriever:
             finished = True
         finally:
             progress.stop(finished)
+        if self.cache is None:
+            return
+        # What the retrieve kept is in the index before it ends, so that what follows
+        # (derived data of the instance, the next request) finds it.
+        await self.cache.settled()
         # A series is complete only if nothing of the target is missing: marking it
         # also evicts cached instances the retrieve did not return.
-        if self.cache is not None and target.level != "IMAGE" and set(found.sops) <= received:
+        if target.level != "IMAGE" and set(found.sops) <= received:
             for (study, series), got in by_series.items():
                 await self.cache.mark_series_complete(study, series, got)
 
@@ -528,8 +540,8 @@ class Retriever:
                 received.add(uid)
                 progress.received(len(instance.dataset))
                 data = self._received(target, instance, by_series)
-                # Handed on first, written after: the response sends these bytes
-                # while a worker thread writes the same bytes to the cache.
+                # Handed on first, queued after: the response sends these bytes
+                # while the cache's writer thread writes the same bytes to disk.
                 yield data
                 if cache is not None and cache.writable:
                     try:
@@ -600,16 +612,15 @@ class Retriever:
 
     @staticmethod
     async def _keep(cache: InstanceCache, data: InstanceData) -> None:
-        """Write a whole received instance to the cache; on success ``data`` names the
-        file and drops its bytes (on failure it keeps them: the cache said why)."""
+        """Queue a whole received instance for the cache; once it is written, ``data``
+        names the file and drops its bytes (if the write fails it keeps them: the
+        cache said why)."""
         chunks = data.chunks
         assert chunks is not None
-        async with cache.open_writer(
-            data.study_uid, data.series_uid, data.sop_instance_uid, data.transfer_syntax
-        ) as writer:
-            cached = await writer.write_and_commit(*chunks)
-        if cached is not None:
-            data.cached_as(cached)
+        written = await cache.keep(
+            data.study_uid, data.series_uid, data.sop_instance_uid, data.transfer_syntax, chunks
+        )
+        written.add_done_callback(partial(_now_cached, data))
 
     async def collect(self, pacs: PacsClient, target: Target) -> list[InstanceData]:
         """All of the target's instances (for metadata, frames, rendering: the files

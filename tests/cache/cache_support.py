@@ -1,5 +1,5 @@
 """Helpers shared by the cache tests: a clock that ticks per reading, a cache on a
-temporary directory, and instances written through the real writer."""
+temporary directory, and instances kept as a retrieve keeps them."""
 
 from __future__ import annotations
 
@@ -38,21 +38,10 @@ def payload(sop_uid: str, size: int) -> bytes:
 
 
 async def put(
-    cache: InstanceCache,
-    series: str,
-    sop: str,
-    size: int = 100,
-    *,
-    chunk: int = 0,
-    study: str = STUDY,
+    cache: InstanceCache, series: str, sop: str, size: int = 100, *, study: str = STUDY
 ) -> CachedInstance:
-    """Write one instance (in chunks of ``chunk`` bytes, else in one piece); it must commit."""
-    data = payload(sop, size)
-    step = chunk or size
-    async with cache.open_writer(study, series, sop, EXPLICIT_LE) as writer:
-        for start in range(0, size, step):
-            await writer.write(data[start : start + step])
-        instance = await writer.commit()
+    """Keep one instance as a retrieve does (``keep``); it must be cached."""
+    instance = await (await cache.keep(study, series, sop, EXPLICIT_LE, (payload(sop, size),)))
     assert instance is not None
     return instance
 

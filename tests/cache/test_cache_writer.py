@@ -236,32 +236,3 @@ def test_writes_resume_when_the_disk_recovers(
         asyncio.run(main())
     assert len(warnings_from_cache(caplog)) == 1
     assert any("takes writes again" in r.getMessage() for r in caplog.records)
-
-
-def test_write_and_commit_publishes_whole_file(tmp_path: Path) -> None:
-    async def main() -> None:
-        async with new_cache(tmp_path) as cache:
-            head, body = b"META" * 10, payload("1.2.3.9", 300_000)
-            async with cache.open_writer(STUDY, "1.2.3.4", "1.2.3.9", EXPLICIT_LE) as writer:
-                await writer.write(b"x")  # something pending is written first
-                cached = await writer.write_and_commit(head, body)
-            assert cached is not None
-            assert cached.path.read_bytes() == b"x" + head + body
-            assert cached.size == 1 + len(head) + len(body)
-            assert temp_files(tmp_path) == []
-
-    asyncio.run(main())
-
-
-def test_write_and_commit_on_full_disk_is_a_miss(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def main() -> None:
-        async with new_cache(tmp_path) as cache:
-            fail_under(monkeypatch, tmp_path, "write")
-            async with cache.open_writer(STUDY, "1.2.3.4", "1.2.3.8", EXPLICIT_LE) as writer:
-                assert await writer.write_and_commit(b"META", b"x" * 1000) is None
-            assert await cache.lookup("1.2.3.8") is None
-            assert temp_files(tmp_path) == []
-
-    asyncio.run(main())
