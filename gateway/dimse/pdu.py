@@ -435,23 +435,19 @@ class PduParser:
 
         PDU bodies are views into immutable ``bytes``: the received chunk itself
         when the PDU lies inside it (no copy: a C-GET moves megabytes through
-        here), else one ``bytes`` made from the buffered remainder.
+        here), else one ``bytes`` made of the PDU that straddles two chunks. Only
+        that PDU is copied, not the chunk that completes it: reads end in the
+        middle of a PDU almost every time, and copying each whole chunk twice
+        cost about 20 ms of CPU per 50 MB series.
         """
-        if self._buf:
-            self._buf += data
-            if len(self._buf) < 6:
-                return []
-            pdu_type, length = _HEADER.unpack_from(self._buf, 0)
-            self._check(pdu_type, length)
-            if len(self._buf) < 6 + length:
-                return []  # a large PDU still arriving: wait before copying
-            source = bytes(self._buf)
-            self._buf.clear()
-        else:
-            source = bytes(data) if not isinstance(data, bytes) else data
+        source = bytes(data) if not isinstance(data, bytes) else data
         view = memoryview(source)
         out: list[Pdu] = []
         pos = 0
+        if self._buf:
+            pos = self._complete(view, out)
+            if pos < 0:
+                return out
         end = len(source)
         while end - pos >= 6:
             pdu_type, length = _HEADER.unpack_from(source, pos)
@@ -463,6 +459,29 @@ class PduParser:
         if pos < end:
             self._buf += view[pos:]
         return out
+
+    def _complete(self, view: memoryview, out: list[Pdu]) -> int:
+        """Finish the PDU begun in ``self._buf`` with the start of ``view``: the
+        offset in ``view`` after it, or -1 when ``view`` did not finish it (then
+        all of it was buffered)."""
+        buf = self._buf
+        pos = 0
+        if len(buf) < 6:
+            pos = min(6 - len(buf), len(view))
+            buf += view[:pos]
+            if len(buf) < 6:
+                return -1
+        pdu_type, length = _HEADER.unpack_from(buf, 0)
+        self._check(pdu_type, length)
+        missing: int = 6 + length - len(buf)
+        if len(view) - pos < missing:
+            buf += view[pos:]
+            return -1
+        buf += view[pos : pos + missing]
+        whole = bytes(buf)
+        buf.clear()
+        out.append(decode_pdu(pdu_type, memoryview(whole)[6:]))
+        return pos + missing
 
 
 _PDATA_HEAD = struct.Struct(">BxLLBB")  # P-DATA-TF header and its one PDV item's header

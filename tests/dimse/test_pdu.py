@@ -6,6 +6,8 @@ per line, so a reader can check it against PS3.8 without running the code.
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from gateway.dimse import pdu as P
@@ -351,6 +353,35 @@ def test_parser_pdu_split_across_chunks() -> None:
     rest = parser.feed(bytearray(STREAM[cut2:]))
     assert [normalized(p) for p in rest] == STREAM_PDUS[1:]
     assert parser.feed(b"") == []
+
+
+def test_parser_any_split_of_a_long_stream_gives_the_same_pdus() -> None:
+    stream = STREAM[: len(STREAM) - len(ABORT)] * 40 + ABORT
+    whole = [normalized(p) for p in P.PduParser().feed(stream)]
+    rng = random.Random(7)
+    for _ in range(50):
+        cuts = sorted(rng.sample(range(1, len(stream)), rng.randint(1, 60)))
+        parser = P.PduParser()
+        out: list[P.Pdu] = []
+        for start, stop in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            out += parser.feed(stream[start:stop])
+        assert [normalized(p) for p in out] == whole
+
+
+def test_a_chunk_that_completes_a_pdu_is_not_copied_whole() -> None:
+    """Only the PDU that straddles two reads is copied; the PDUs after it in the
+    second read are views into that read (a C-GET's megabytes are not copied)."""
+    parser = P.PduParser()
+    cut = len(PDATA) // 2
+    assert parser.feed(PDATA[:cut]) == []
+    chunk = PDATA[cut:] + PDATA + PDATA
+    first, second, third = parser.feed(chunk)
+    for pdu in (first, second, third):
+        assert isinstance(pdu, P.PDataTF)
+        assert bytes(pdu.pdvs[1].data) == b"abc"
+    assert isinstance(second, P.PDataTF) and isinstance(third, P.PDataTF)
+    assert second.pdvs[1].data.obj is chunk
+    assert third.pdvs[0].data.obj is chunk
 
 
 def test_parser_pdv_values_survive_later_feeds() -> None:
