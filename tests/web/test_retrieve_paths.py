@@ -27,7 +27,7 @@ import requests
 from pydicom import Dataset
 from pydicom.uid import UID
 
-from gateway.demo.sample import MR_PATIENT
+from gateway.demo.sample import CT_PATIENT, MR_PATIENT
 from tests.peers import ClosedPort
 from tests.peers.gateway import GatewayServer
 from tests.web.wado_support import (
@@ -389,3 +389,82 @@ def test_c_get_failing_for_another_reason_fails_the_request(
         assert sops_of(get(url)) == sops
         assert peer.levels == ["STUDY", "IMAGE", "IMAGE", "STUDY", "IMAGE"]
         assert peer.gets == 2
+
+
+# ------------------------------------------------------------- listing beside the retrieve
+
+
+def test_the_instance_listing_runs_beside_the_c_get(make_peer: Any, mr_files: list[Path]) -> None:
+    """SOPClassesInStudy named the classes, so the C-GET does not wait for the
+    IMAGE-level C-FIND (answered after 1 s here): it starts before that C-FIND is
+    answered, and the series is still marked complete once both are done."""
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(mr_files, [GetScript()], find_delays=[1.0], study_classes=[MR_STORAGE])
+    )
+    study, series, sops = series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        url = f"{gw.url}/studies/{study}/series/{series}"
+        assert sops_of(get(url)) == sops
+        assert peer.events == ["get started", "find answered"]
+        assert series_complete(gw, study, series)
+        assert sops_of(get(url)) == sops
+        assert peer.gets == 1  # the second request came from the cache
+
+
+def test_a_series_under_another_study_is_404_when_the_pacs_goes_by_series_uid(
+    make_peer: Any, mr_files: list[Path], sample_manifest: Any
+) -> None:
+    """A PACS that retrieves a series by its Series Instance UID alone sends it
+    under whatever study it was asked, here another study the PACS holds. The
+    C-FIND in front used to catch that; beside the C-GET, the received instances'
+    own study UID does: 404, nothing cached."""
+    ct = next(i for i in sample_manifest.instances if i.patient_id == CT_PATIENT.pid)
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(
+            [*mr_files, ct.path],
+            [GetScript()],
+            study_classes=[MR_STORAGE],
+            get_by_lowest_key=True,
+        )
+    )
+    study, series, sops = series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        assert_json_error(get(f"{gw.url}/studies/{ct.study_uid}/series/{series}"), 404)
+        assert peer.gets == 1
+        assert not series_complete(gw, ct.study_uid, series)
+        assert not series_complete(gw, study, series)
+        assert sops_of(get(f"{gw.url}/studies/{study}/series/{series}")) == sops
+
+
+def test_a_failed_listing_beside_a_working_c_get_serves_the_series_unmarked(
+    make_peer: Any, mr_files: list[Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The IMAGE-level C-FIND beside the C-GET fails (C000) while the C-GET works:
+    the client gets the whole series with a 200 (the C-FIND in front would have
+    failed it), but without the listing the series cannot be called complete, so
+    the next request retrieves it again; one warning says why."""
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(mr_files, [GetScript()], study_classes=[MR_STORAGE], image_find_status=0xC000)
+    )
+    study, series, sops = series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        url = f"{gw.url}/studies/{study}/series/{series}"
+        with caplog.at_level("WARNING", logger="gateway.services.retrieve"):
+            assert sops_of(get(url)) == sops
+        assert not series_complete(gw, study, series)
+        assert any("not marked complete" in r.getMessage() for r in caplog.records)
+        assert sops_of(get(url)) == sops
+        assert peer.gets == 2
+
+
+def test_an_unknown_series_is_404_when_the_listing_runs_beside(
+    make_peer: Any, mr_files: list[Path]
+) -> None:
+    """Nothing to retrieve: the C-GET brings nothing and the listing is empty: 404,
+    as when the C-FIND came first."""
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(mr_files, [GetScript()], study_classes=[MR_STORAGE])
+    )
+    study, _series, _sops = series_of(mr_files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        assert_json_error(get(f"{gw.url}/studies/{study}/series/1.2.826.0.1.3680043.10.77"), 404)

@@ -377,7 +377,9 @@ class RetrievePeer(ScriptedPeer):
     A STUDY-level C-FIND is answered as ``study_classes`` says: None, one match
     with SOPClassesInStudy empty (as dcmqrscp and pynetdicom's qrscp); a list,
     those values (which need not be the instances' classes, nor UIDs); an int,
-    that failure status.
+    that failure status. ``image_find_status``: every IMAGE-level C-FIND answers
+    that status and nothing else. ``get_by_lowest_key``: a C-GET selects by its
+    level's UID alone, ignoring the study (and series) UID it was given.
     It records the C-GETs it saw (``gets``), the instances each one sent (``sent``),
     the level of each C-FIND (``levels``), the number of IMAGE-level ones
     (``finds``) and the keys each of those asked for (``image_keys``), whether a
@@ -391,11 +393,18 @@ class RetrievePeer(ScriptedPeer):
         *,
         find_delays: Sequence[float] = (),
         study_classes: Sequence[str] | int | None = None,
+        image_find_status: int | None = None,
+        get_by_lowest_key: bool = False,
     ) -> None:
         self.datasets = [pydicom.dcmread(f) for f in files]
         self.scripts = list(scripts)
         self.find_delays = list(find_delays)
         self.study_classes = study_classes
+        self.image_find_status = image_find_status
+        self.get_by_lowest_key = get_by_lowest_key
+        #: "find answered" (an IMAGE-level C-FIND's last response) and "get started",
+        #: in the order they happened.
+        self.events: list[str] = []
         self.finds = 0
         self.levels: list[str] = []
         self.image_keys: list[set[str]] = []
@@ -419,11 +428,11 @@ class RetrievePeer(ScriptedPeer):
         for uid in {str(ds.SOPClassUID) for ds in self.datasets}:
             ae.add_supported_context(uid, EXPLICIT_LE, scp_role=True, scu_role=False)
 
-    def _selected(self, identifier: Dataset) -> list[Dataset]:
-        wanted = {
-            key: str(identifier.get(key, "") or "")
-            for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-        }
+    def _selected(self, identifier: Dataset, lowest_key_only: bool = False) -> list[Dataset]:
+        keys = ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"]
+        if lowest_key_only:  # as a PACS that looks a retrieve up by its level's UID alone
+            keys = [k for k in keys if identifier.get(k)][-1:]
+        wanted = {key: str(identifier.get(key, "") or "") for key in keys}
         return [
             ds
             for ds in self.datasets
@@ -445,7 +454,15 @@ class RetrievePeer(ScriptedPeer):
             return
         if n < len(self.find_delays):
             time.sleep(self.find_delays[n])
-        for ds in self._selected(identifier):
+        if self.image_find_status is not None:
+            self.events.append("find answered")
+            yield self.image_find_status, None
+            return
+        matches = self._selected(identifier)
+        for ds in matches[:-1]:
+            yield 0xFF00, _match(ds)
+        self.events.append("find answered")  # before the last match: pynetdicom sends it now
+        for ds in matches[-1:]:
             yield 0xFF00, _match(ds)
         yield 0x0000, None
 
@@ -465,8 +482,9 @@ class RetrievePeer(ScriptedPeer):
     def _on_get(self, event: Any) -> Iterator[Any]:
         script = self.scripts[min(self.gets, len(self.scripts) - 1)]
         self.gets += 1
+        self.events.append("get started")
         self.sent.append(0)
-        selected = self._selected(event.identifier)
+        selected = self._selected(event.identifier, self.get_by_lowest_key)
         yield len(selected)
         try:
             for n, ds in enumerate(selected):
