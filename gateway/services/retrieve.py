@@ -627,14 +627,15 @@ class Retriever:
                 uid = instance.sop_instance_uid
                 if uid and uid in received:
                     continue  # a repeated C-GET sends again what came the first time
-                if listing.alongside and not _belongs(target, *_identity(instance)):
+                study, series = _identity(instance)
+                if listing.alongside and not _belongs(target, study, series):
                     # The PACS went by the lowest level's UID alone (a series asked
                     # under another study): the C-FIND in front would have said 404.
                     await self._cancelled(instances)
                     raise NotFound(f"no {target.describe()} in the PACS")
                 received.add(uid)
                 progress.received(len(instance.dataset))
-                data = self._received(target, instance, by_series)
+                data = self._received(target, instance, study, series, by_series)
                 # Handed on first, queued after: the response sends these bytes
                 # while the cache's writer thread writes the same bytes to disk.
                 yield data
@@ -687,10 +688,12 @@ class Retriever:
     def _received(
         target: Target,
         instance: RetrievedInstance,
+        study: str,
+        series: str,
         by_series: dict[tuple[str, str], list[str]],
     ) -> InstanceData:
-        """One retrieved instance, in memory (File Meta and data set, not joined)."""
-        study, series = _identity(instance)
+        """One retrieved instance, in memory (File Meta and data set, not joined);
+        ``study``/``series`` are its own UIDs (empty where it names none)."""
         study = study or target.study_uid
         series = series or target.series_uid or ""
         meta = file_meta(
