@@ -16,6 +16,7 @@ import sys
 from gateway import __version__
 from gateway.config import SETTINGS_HELP, ConfigError, PacsConfig, Settings, load_settings
 from gateway.logging_setup import configure_logging
+from gateway.malloc_tuning import keep_freed_memory
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -107,6 +108,7 @@ async def _serve(settings: Settings, banner: str = "") -> None:
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     read_larger_chunks()
+    keep_freed_memory()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,6 +17,7 @@ from hypercorn.config import Config
 
 from gateway.cli import read_larger_chunks
 from gateway.config import PacsConfig, Settings
+from gateway.malloc_tuning import keep_freed_memory
 from gateway.web.app import create_app
 from tests.peers.ports import free_port
 
@@ -45,6 +46,7 @@ class GatewayServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         read_larger_chunks()  # as ``gateway serve`` does: tests read bodies as production does
+        keep_freed_memory()  # and allocate as it does
         config = Config()
         config.bind = [f"127.0.0.1:{self.port}"]
         config.accesslog = None
