@@ -43,8 +43,8 @@ def keep_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
-    done = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1 and done
+    done: bool = int(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) == 1
+    done = int(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) == 1 and done
     if not done:  # musl and others accept the call and ignore it
         log.debug("mallopt refused the heap settings; allocator defaults kept")
     return done
