@@ -9,10 +9,12 @@ defaults, 56 us with the settings below; a cold C-GET of 100 x 526 KB through a
 fresh gateway 278 -> 237 ms, 40 ms less CPU (docs/benchmarks.md, issue 3).
 
 The settings: buffers up to ``MMAP_THRESHOLD`` come from the heap, and up to
-``TRIM_THRESHOLD`` of free memory stays at its top. The cost is resident memory
-the process keeps after a burst (at most that much more than it uses). Linux with
-glibc only (``mallopt``); elsewhere, or when the operator set glibc's own
-``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_``, nothing is changed.
+``TRIM_THRESHOLD`` of free memory stays at the top of each heap (glibc trims per
+arena: the main thread's and each worker thread's). The cost is resident memory
+the process keeps after a burst. Linux with glibc only (``mallopt``); elsewhere,
+or when the operator chose (glibc's ``MALLOC_MMAP_THRESHOLD_``,
+``MALLOC_TRIM_THRESHOLD_``, or ``glibc.malloc`` tunables in ``GLIBC_TUNABLES``),
+nothing is changed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def keep_freed_memory() -> bool:
     """Apply the settings; whether they are in force (False: not glibc, or the
     environment already chose)."""
     if not sys.platform.startswith("linux") or any(name in os.environ for name in _ENV):
+        return False
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

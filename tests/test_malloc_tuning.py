@@ -50,3 +50,6 @@ def test_the_operators_own_malloc_settings_are_left_alone(monkeypatch: pytest.Mo
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
     assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=131072")
+    assert keep_freed_memory() is False

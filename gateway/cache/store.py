@@ -101,6 +101,7 @@ class InstanceCache:
         self._state: _StoreState = "new"
         self._executor: ThreadPoolExecutor | None = None
         self._writes: WriteQueue | None = None
+        self._epoch = 0  # the index worker's, as last seen here (see _published)
         self._leases: Counter[str] = Counter()
         self._pins: Counter[SeriesKey] = Counter()
         self._bytes = 0
@@ -353,6 +354,7 @@ class InstanceCache:
         if not self.enabled:
             return
         await self._call(self._worker.wipe)
+        self._epoch = self._worker.epoch
         self._bytes = 0
         self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
 
@@ -380,6 +382,7 @@ class InstanceCache:
 
     def _after_corruption(self) -> None:
         """The worker started again with an empty index; the old data is in the trash."""
+        self._epoch = self._worker.epoch
         self._bytes = 0
         self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
 
@@ -407,13 +410,15 @@ class InstanceCache:
             return None
         row = (study_uid, series_uid, sop_uid, transfer_syntax, size, self._clock())
         try:
-            (outcome,) = await self._call(self._worker.publish_many, [WrittenInstance(temp, row)])
+            (outcome,) = await self._call(
+                self._worker.publish_many,
+                [WrittenInstance(temp, self._layout.instance_path(sop_uid), row)],
+            )
         except _FAILURES as exc:
             self._report(exc)
             return None
         if isinstance(outcome, tuple):
-            self._published(*outcome)
-            return outcome[0]
+            return self._published(*outcome)
         if outcome is not None:
             self._report(outcome)
         return None
@@ -447,9 +452,14 @@ class InstanceCache:
         job = partial(self._worker.run, self._worker.publish_many, written)
         return self._executor.submit(job).result()
 
-    def _published(self, instance: CachedInstance, delta: int) -> None:
+    def _published(self, instance: CachedInstance, delta: int, epoch: int) -> CachedInstance | None:
+        """A write's outcome on the loop: None if the cache closed or was emptied
+        (wiped, corrupt) since it was published: then it is gone, and not counted."""
+        if not self.enabled or epoch < self._epoch:
+            return None
         self._health.succeeded()
         self._grow(delta)
+        return instance
 
     def _write_failed(self, exc: BaseException) -> None:
         if not isinstance(exc, _FAILURES):
@@ -464,6 +474,8 @@ class InstanceCache:
         self._check_budget()
 
     def _check_budget(self) -> None:
+        if not self.enabled:
+            return  # closed: no index to evict from
         if self._bytes > self.budget_bytes and (self._eviction is None or self._eviction.done()):
             self._eviction = asyncio.get_running_loop().create_task(self._evict())
 

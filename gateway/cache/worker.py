@@ -53,19 +53,17 @@ before every eviction step), so a lookup is a read-only query."""
 
 @dataclass(frozen=True)
 class WrittenInstance:
-    """A finished temporary file waiting to be published, and its index row."""
+    """A finished temporary file waiting to be published under ``final``, and its
+    index row."""
 
     temp: Path
+    final: Path
     row: InstanceRow
 
-    @property
-    def sop_uid(self) -> str:
-        return self.row[2]
 
-
-Published = tuple[CachedInstance, int] | OSError | None
-"""What ``publish_many`` made of one file: (instance, byte delta), the rename's
-error, or None when the file was gone."""
+Published = tuple[CachedInstance, int, int] | OSError | None
+"""What ``publish_many`` made of one file: (instance, byte delta, the index's
+``epoch`` then), the rename's error, or None when the file was gone."""
 
 
 class IndexUnavailable(OSError):
@@ -96,6 +94,9 @@ class IndexWorker:
         self._series_reads: dict[SeriesKey, float] = {}
         self._whole_series_reads: dict[SeriesKey, float] = {}
         self._reads_flushed = time.monotonic()
+        #: Counts the times the index was emptied (wipe, corruption): an outcome of
+        #: an earlier epoch names instances that are gone.
+        self.epoch = 0
 
     @property
     def index(self) -> CacheIndex:
@@ -165,6 +166,7 @@ class IndexWorker:
             exc,
         )
         self.close()
+        self.epoch += 1
         try:
             self._index = CacheIndex.create_empty(self._layout)
             self._trash_data()
@@ -222,7 +224,7 @@ class IndexWorker:
     def publish_many(self, written: Sequence[WrittenInstance]) -> list[Published]:
         """Rename finished files into place and index them, in one transaction.
 
-        Per file: the instance and byte delta; None when its temporary file is gone
+        Per file: the instance, byte delta and epoch; None when its temporary file is gone
         (the cache was wiped under the write); or the ``OSError`` its rename raised
         (the caller removes the temporary file). A failure of the transaction takes
         the whole batch out of place again and propagates.
@@ -230,7 +232,7 @@ class IndexWorker:
         outcomes: list[Published] = [None] * len(written)
         placed: list[tuple[int, Path]] = []
         for n, entry in enumerate(written):
-            final = self._layout.instance_path(entry.sop_uid)
+            final = entry.final
             try:
                 os.replace(entry.temp, final)
             except FileNotFoundError:
@@ -250,7 +252,7 @@ class IndexWorker:
                 path.unlink(missing_ok=True)
             study_uid, series_uid, sop_uid, transfer_syntax, size, _ = written[n].row
             instance = CachedInstance(study_uid, series_uid, sop_uid, transfer_syntax, size, final)
-            outcomes[n] = (instance, delta)
+            outcomes[n] = (instance, delta, self.epoch)
         return outcomes
 
     def mark_complete(
@@ -316,5 +318,6 @@ class IndexWorker:
         return data
 
     def wipe(self) -> None:
+        self.epoch += 1
         self.index.clear()
         self._trash_data()

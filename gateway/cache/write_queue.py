@@ -90,7 +90,7 @@ class WriteQueue:
     def __init__(
         self,
         publish_batch: PublishBatch,
-        published: Callable[[CachedInstance, int], None],
+        published: Callable[[CachedInstance, int, int], CachedInstance | None],
         failed: Callable[[BaseException], None],
         *,
         fsync: bool = False,
@@ -135,7 +135,8 @@ class WriteQueue:
 
     async def close(self) -> None:
         """Stop: what is queued and not yet written is dropped (its futures resolve
-        to None), what was written is published; returns when the thread is done."""
+        to None), what was written goes to ``publish_batch`` (which a closed cache
+        refuses: the files are removed); returns when the thread is done."""
         if self._closing:
             return
         self._closing = True
@@ -147,21 +148,27 @@ class WriteQueue:
 
     def _deliver(self, done: list[QueuedWrite], outcome: list[_Outcome] | BaseException) -> None:
         if isinstance(outcome, BaseException):
-            self._failed(outcome)  # the index job failed: once for the whole batch
+            self._report(outcome)  # the index job failed: once for the whole batch
         for n, write in enumerate(done):
             self._queued_bytes -= write.size
             cached = None
-            if not isinstance(outcome, BaseException):
-                result = outcome[n]
+            try:
+                result = outcome if isinstance(outcome, BaseException) else outcome[n]
                 if isinstance(result, tuple):
-                    cached, delta = result
-                    self._published(cached, delta)
-                elif result is not None:
-                    self._failed(result)
-            if not write.future.done():
-                write.future.set_result(cached)
+                    cached = self._published(*result)
+                elif result is not None and result is not outcome:
+                    self._report(result)
+            finally:  # whatever the callbacks did, nobody waits for ever
+                if not write.future.done():
+                    write.future.set_result(cached)
         if self._queued_bytes <= self._max_queued_bytes:
             self._room.set()
+
+    def _report(self, exc: BaseException) -> None:
+        try:
+            self._failed(exc)
+        except Exception:
+            log.exception("reporting a cache write failure failed")
 
     @staticmethod
     def _release(barrier: _Barrier) -> None:
@@ -191,10 +198,10 @@ class WriteQueue:
                     try:
                         self._write(item)
                         batch.append(item)
-                    except OSError as exc:
+                    except Exception as exc:  # OSError, or a bug: the thread must live on
                         failed.append((item, exc))
-                if len(batch) < BATCH:
-                    continue
+                if len(batch) < BATCH and not failed:
+                    continue  # a failure goes back at once: the cache stops taking writes
             self._flush(batch, failed)
             batch, failed = [], []
             if isinstance(item, _Barrier):
@@ -248,7 +255,7 @@ class WriteQueue:
 
 def _written(write: QueuedWrite) -> WrittenInstance:
     assert write.temp is not None
-    return WrittenInstance(write.temp, write.row)
+    return WrittenInstance(write.temp, write.final, write.row)
 
 
 def _write_all(fd: int, chunks: Sequence[Chunk]) -> None:

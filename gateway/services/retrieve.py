@@ -330,6 +330,8 @@ class _Listing:
     series asked under another study: ``belongs`` on every instance received)."""
 
     def __init__(self, pacs: PacsClient, target: Target, sops: list[str] | None) -> None:
+        self._pacs = pacs
+        self._target = target
         self._sops = sops
         self._task: asyncio.Task[list[str]] | None = None
         if sops is None:
@@ -350,6 +352,16 @@ class _Listing:
             assert self._task is not None
             self._sops = await self._task
         return self._sops
+
+    async def sops_after_retrieve(self) -> list[str]:
+        """``sops()``, asked once more if the C-FIND found the pool busy: with as
+        many associations as retrieves (one, say) it waited for the retrieve's and
+        gave up; now that the retrieve is over it gets one."""
+        try:
+            return await self.sops()
+        except PacsBusy:
+            self._sops = await instance_uids(self._pacs, self._target)
+            return self._sops
 
     async def empty(self) -> bool:
         """Whether the PACS listed no instance (False if the C-FIND failed)."""
@@ -378,7 +390,8 @@ class RetrieveProgress:
     """Counts what a C-GET/C-MOVE delivered and, every ``every`` seconds while it
     runs, logs a line: instances received / expected, MB (10^6 bytes of data
     sets), MB/s. Expected comes from the sub-operation counts of the last
-    C-GET/C-MOVE-RSP, else from the C-FIND that preceded the retrieve."""
+    C-GET/C-MOVE-RSP, else from the C-FIND when it preceded the retrieve (0 when
+    it runs beside)."""
 
     def __init__(self, pacs: str, target: Target, found: int, *, log_uids: bool = False) -> None:
         self.pacs = pacs
@@ -587,7 +600,7 @@ class Retriever:
         that failed beside a retrieve that worked leaves the series unmarked (the
         response is whole, the next request retrieves again)."""
         try:
-            sops = await listing.sops()
+            sops = await listing.sops_after_retrieve()
         except GatewayError as exc:
             log.warning(
                 "instance list from %s failed (%s): series not marked complete in the cache",
@@ -659,8 +672,11 @@ class Retriever:
         counts = progress.counts
         if not found.study_level or counts is None or not counts.failed:
             return None
-        if set(await listing.sops()) <= received:
-            return None
+        try:
+            if set(await listing.sops_after_retrieve()) <= received:
+                return None
+        except GatewayError as exc:  # the query below lists the UIDs as well
+            log.debug("instance list from %s failed (%s); asking the classes", pacs.name, exc)
         _sops, classes = await instance_classes(pacs, target)
         missed = (classes or set()) - (found.classes or set())
         if not missed:

@@ -245,7 +245,95 @@ def test_a_wipe_under_queued_writes_loses_nothing_it_should_keep(tmp_path: Path)
                 if hit is not None:
                     assert hit == results[i]
                     assert hit.path.read_bytes() == payload(f"{SERIES}.{i}", 30_000)
-            assert cache.stats.bytes == sum(h.size for h in found if h is not None)
+            # An estimate: a batch published after the wipe but handed back before
+            # it finished is not counted until the next eviction pass recounts.
+            assert cache.stats.bytes <= sum(h.size for h in found if h is not None)
             assert temp_files(tmp_path) == []
+
+    asyncio.run(main())
+
+
+def test_an_unexpected_error_in_a_write_fails_that_instance_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an OSError (a bug, MemoryError): the instance is not cached, it is logged,
+    and the writer thread lives on: nobody waits for ever."""
+    import gateway.cache.write_queue as wq
+
+    real = wq._write_all
+    calls: list[int] = []
+
+    def once_broken(fd: int, chunks: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("scratch")
+        real(fd, chunks)
+
+    monkeypatch.setattr(wq, "_write_all", once_broken)
+
+    async def main() -> None:
+        async with new_cache(tmp_path) as cache:
+            broken = await _keep(cache, f"{SERIES}.1", b"x" * 1000)
+            assert await asyncio.wait_for(broken, 10) is None
+            await asyncio.wait_for(cache.settled(), 10)
+            fine = await _keep(cache, f"{SERIES}.2", b"y" * 1000)
+            assert await asyncio.wait_for(fine, 10) is not None
+
+    with caplog.at_level(logging.ERROR, logger="gateway.cache"):
+        asyncio.run(main())
+    assert any(r.exc_info and "scratch" in str(r.exc_info[1]) for r in caplog.records)
+    assert temp_files(tmp_path) == []
+
+
+def test_a_failing_disk_is_reported_at_once_not_after_the_retrieve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Instances keep coming every few ms while every write fails: the first failure
+    goes back at once (the cache stops taking writes), it does not wait for a lull
+    or a full batch."""
+
+    async def main() -> None:
+        async with new_cache(tmp_path) as cache:
+            fail_under(monkeypatch, tmp_path, "write", errno.ENOSPC)
+            first = await _keep(cache, f"{SERIES}.0", b"x" * 5000)
+            for i in range(1, 40):
+                await asyncio.sleep(0.005)
+                if first.done():
+                    break
+                await _keep(cache, f"{SERIES}.{i}", b"x" * 5000)
+            assert first.done(), "the failure waited for the instances to stop coming"
+            assert first.result() is None
+            assert not cache.writable
+
+    asyncio.run(main())
+
+
+def test_an_instance_published_before_a_wipe_is_not_counted_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outcome of a write published just before a wipe reaches the event loop
+    after it: the wiped instance is neither counted in the cache's bytes nor
+    handed out."""
+    published = threading.Event()
+    go_on = threading.Event()
+    real = InstanceCache._publish_batch
+
+    def slow_hand_back(self: InstanceCache, written: Any) -> Any:
+        outcome = real(self, written)
+        published.set()
+        assert go_on.wait(10)
+        return outcome
+
+    monkeypatch.setattr(InstanceCache, "_publish_batch", slow_hand_back)
+
+    async def main() -> None:
+        async with new_cache(tmp_path) as cache:
+            kept = await _keep(cache, f"{SERIES}.1", b"x" * 5000)
+            assert await asyncio.to_thread(published.wait, 10)
+            await cache.wipe()
+            go_on.set()
+            assert await asyncio.wait_for(kept, 10) is None
+            assert cache.stats.bytes == 0
+            assert await cache.lookup(f"{SERIES}.1") is None
 
     asyncio.run(main())

@@ -422,7 +422,7 @@ def test_a_series_under_another_study_is_404_when_the_pacs_goes_by_series_uid(
     peer: RetrievePeer = make_peer(
         RetrievePeer(
             [*mr_files, ct.path],
-            [GetScript()],
+            [GetScript(delay=0.3), GetScript()],
             study_classes=[MR_STORAGE],
             get_by_lowest_key=True,
         )
@@ -431,8 +431,12 @@ def test_a_series_under_another_study_is_404_when_the_pacs_goes_by_series_uid(
     with GatewayServer(peer.pacs_config()) as gw:
         assert_json_error(get(f"{gw.url}/studies/{ct.study_uid}/series/{series}"), 404)
         assert peer.gets == 1
-        assert not series_complete(gw, ct.study_uid, series)
-        assert not series_complete(gw, study, series)
+        wait_for(peer.get_finished.is_set, 10)
+        # C-CANCEL and abort at once, as for a client that hangs up.
+        assert peer.cancelled.is_set() or peer.aborted.is_set()
+        assert peer.sent[0] < len(sops), "the retrieve of the wrong target went on"
+        cache = gw.app.state.retriever.cache
+        assert all(gw.run(cache.lookup(sop)) is None for sop in sops)
         assert sops_of(get(f"{gw.url}/studies/{study}/series/{series}")) == sops
 
 
@@ -457,14 +461,46 @@ def test_a_failed_listing_beside_a_working_c_get_serves_the_series_unmarked(
         assert peer.gets == 2
 
 
+class UnknownFailsPeer(RetrievePeer):
+    """``RetrievePeer`` whose C-GET of something it does not hold fails with C000
+    before any sub-operation, as Orthanc answers a C-MOVE of an unknown study."""
+
+    def _on_get(self, event: Any) -> Iterator[Any]:
+        if self._selected(event.identifier):
+            yield from super()._on_get(event)
+            return
+        self.gets += 1
+        yield 1
+        yield 0xC000, None
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["nothing-sent", "failure-status"])
 def test_an_unknown_series_is_404_when_the_listing_runs_beside(
-    make_peer: Any, mr_files: list[Path]
+    make_peer: Any, mr_files: list[Path], failing: bool
 ) -> None:
-    """Nothing to retrieve: the C-GET brings nothing and the listing is empty: 404,
-    as when the C-FIND came first."""
-    peer: RetrievePeer = make_peer(
-        RetrievePeer(mr_files, [GetScript()], study_classes=[MR_STORAGE])
-    )
+    """Nothing to retrieve: the C-GET brings nothing, with success or with a failure
+    status, and the listing is empty: 404, as when the C-FIND came first (not the
+    502 of the failure)."""
+    kind = UnknownFailsPeer if failing else RetrievePeer
+    peer = make_peer(kind(mr_files, [GetScript()], study_classes=[MR_STORAGE]))
     study, _series, _sops = series_of(mr_files)
     with GatewayServer(peer.pacs_config()) as gw:
         assert_json_error(get(f"{gw.url}/studies/{study}/series/1.2.826.0.1.3680043.10.77"), 404)
+        assert peer.gets == 1
+
+
+def test_a_listing_that_waits_for_the_only_association_still_completes_the_series(
+    make_peer: Any, mr_files: list[Path]
+) -> None:
+    """One association to the PACS, held by a C-GET longer than the DIMSE timeout:
+    the listing beside it gives up waiting for the pool and is asked again once the
+    C-GET is over, so the series is still marked complete."""
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(mr_files, [GetScript(delay=0.5)], study_classes=[MR_STORAGE])
+    )
+    study, series, sops = series_of(mr_files)
+    config = peer.pacs_config(max_associations=1)
+    with GatewayServer(config, dimse_timeout=1.5) as gw:
+        assert sops_of(get(f"{gw.url}/studies/{study}/series/{series}")) == sops
+        assert series_complete(gw, study, series)
+        assert peer.levels.count("IMAGE") == 1  # the one that timed out never reached it

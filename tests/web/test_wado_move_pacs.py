@@ -104,5 +104,6 @@ def test_unknown_and_mismatched_uids_by_c_move_are_404(
         f"/studies/{mr.study_uid}/series/{mr.series_uid}/instances/{ct.sop_uid}",
     ):
         _assert_404(_get(move_gw.url + path))
+    # Whatever the PACS sent for the mismatched requests was not kept.
     cache = move_gw.app.state.retriever.cache
-    assert move_gw.run(cache.series_instances(ct.study_uid, mr.series_uid)) is None
+    assert move_gw.run(cache.lookup(mr.sop_uid)) is None
