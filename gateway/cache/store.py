@@ -101,7 +101,6 @@ class InstanceCache:
         self._state: _StoreState = "new"
         self._executor: ThreadPoolExecutor | None = None
         self._writes: WriteQueue | None = None
-        self._epoch = 0  # the index worker's, as last seen here (see _published)
         self._leases: Counter[str] = Counter()
         self._pins: Counter[SeriesKey] = Counter()
         self._bytes = 0
@@ -354,7 +353,6 @@ class InstanceCache:
         if not self.enabled:
             return
         await self._call(self._worker.wipe)
-        self._epoch = self._worker.epoch
         self._bytes = 0
         self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
 
@@ -382,7 +380,6 @@ class InstanceCache:
 
     def _after_corruption(self) -> None:
         """The worker started again with an empty index; the old data is in the trash."""
-        self._epoch = self._worker.epoch
         self._bytes = 0
         self._spawn(asyncio.to_thread(empty_trash, self._layout.trash_dir))
 
@@ -454,8 +451,10 @@ class InstanceCache:
 
     def _published(self, instance: CachedInstance, delta: int, epoch: int) -> CachedInstance | None:
         """A write's outcome on the loop: None if the cache closed or was emptied
-        (wiped, corrupt) since it was published: then it is gone, and not counted."""
-        if not self.enabled or epoch < self._epoch:
+        (wiped, corrupt) since it was published: then it is gone, and not counted.
+        The worker's epoch is read live (an int only its thread writes): the loop
+        learns of a wipe a turn later than the outcomes of the writes before it."""
+        if not self.enabled or epoch < self._worker.epoch:
             return None
         self._health.succeeded()
         self._grow(delta)

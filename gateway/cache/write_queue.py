@@ -158,9 +158,11 @@ class WriteQueue:
                     cached = self._published(*result)
                 elif result is not None and result is not outcome:
                     self._report(result)
-            finally:  # whatever the callbacks did, nobody waits for ever
-                if not write.future.done():
-                    write.future.set_result(cached)
+            except Exception:  # whatever a callback did, the others go on: nobody waits
+                log.exception("handing back a cache write failed")
+                cached = None
+            if not write.future.done():
+                write.future.set_result(cached)
         if self._queued_bytes <= self._max_queued_bytes:
             self._room.set()
 

@@ -12,6 +12,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -308,12 +309,13 @@ def test_a_failing_disk_is_reported_at_once_not_after_the_retrieve(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("handed_back", ["after the wipe", "while it runs"])
 def test_an_instance_published_before_a_wipe_is_not_counted_after_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, handed_back: str
 ) -> None:
     """The outcome of a write published just before a wipe reaches the event loop
-    after it: the wiped instance is neither counted in the cache's bytes nor
-    handed out."""
+    after the wipe, or while the wipe coroutine has not resumed yet (the index is
+    already empty): the wiped instance is neither counted nor handed out."""
     published = threading.Event()
     go_on = threading.Event()
     real = InstanceCache._publish_batch
@@ -321,7 +323,12 @@ def test_an_instance_published_before_a_wipe_is_not_counted_after_it(
     def slow_hand_back(self: InstanceCache, written: Any) -> Any:
         outcome = real(self, written)
         published.set()
-        assert go_on.wait(10)
+        if handed_back == "after the wipe":
+            assert go_on.wait(10)
+        else:  # as soon as the index worker has emptied the index
+            deadline = time.monotonic() + 10
+            while self._worker.epoch == 0 and time.monotonic() < deadline:
+                time.sleep(0.001)
         return outcome
 
     monkeypatch.setattr(InstanceCache, "_publish_batch", slow_hand_back)
@@ -337,3 +344,29 @@ def test_an_instance_published_before_a_wipe_is_not_counted_after_it(
             assert await cache.lookup(f"{SERIES}.1") is None
 
     asyncio.run(main())
+
+
+def test_a_raising_hand_back_leaves_the_other_writes_of_its_batch_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = InstanceCache._published
+    calls: list[int] = []
+
+    def once_broken(self: InstanceCache, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("scratch")
+        return real(self, *args)
+
+    monkeypatch.setattr(InstanceCache, "_published", once_broken)
+
+    async def main() -> None:
+        async with new_cache(tmp_path) as cache:
+            futures = [await _keep(cache, f"{SERIES}.{i}", b"x" * 1000) for i in range(5)]
+            results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+            assert results[0] is None and all(r is not None for r in results[1:])
+            assert cache._writes is not None and cache._writes.queued_bytes == 0
+
+    with caplog.at_level(logging.ERROR, logger="gateway.cache"):
+        asyncio.run(main())
+    assert any(r.exc_info and "scratch" in str(r.exc_info[1]) for r in caplog.records)

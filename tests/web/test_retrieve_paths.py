@@ -504,3 +504,29 @@ def test_a_listing_that_waits_for_the_only_association_still_completes_the_serie
         assert sops_of(get(f"{gw.url}/studies/{study}/series/{series}")) == sops
         assert series_complete(gw, study, series)
         assert peer.levels.count("IMAGE") == 1  # the one that timed out never reached it
+
+
+def test_a_failed_listing_does_not_stop_the_repeat_for_a_missed_class(
+    make_peer: Any, mr_files: list[Path], tmp_path: Path
+) -> None:
+    """SOPClassesInStudy names MR only and the series also holds a Secondary Capture
+    (its sub-operation fails), while the listing beside the C-GET fails: the
+    instances' classes are asked as when there is no listing, the C-GET is repeated
+    with them, and the client gets every instance with a 200. Without the listing
+    the series is not marked complete."""
+    files = [*mr_files[:2], secondary_capture(mr_files[0], tmp_path, 7), *mr_files[2:]]
+    peer: RetrievePeer = make_peer(
+        RetrievePeer(
+            files,
+            [GetScript()],
+            study_classes=[MR_STORAGE],
+            image_find_status=0xC000,
+            image_find_failing=1,
+        )
+    )
+    study, series, sops = series_of(files)
+    with GatewayServer(peer.pacs_config()) as gw:
+        assert sops_of(get(f"{gw.url}/studies/{study}/series/{series}")) == sops
+        assert peer.gets == 2
+        assert "SOPClassUID" in peer.image_keys[1]
+        assert not series_complete(gw, study, series)

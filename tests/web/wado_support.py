@@ -377,9 +377,10 @@ class RetrievePeer(ScriptedPeer):
     A STUDY-level C-FIND is answered as ``study_classes`` says: None, one match
     with SOPClassesInStudy empty (as dcmqrscp and pynetdicom's qrscp); a list,
     those values (which need not be the instances' classes, nor UIDs); an int,
-    that failure status. ``image_find_status``: every IMAGE-level C-FIND answers
-    that status and nothing else. ``get_by_lowest_key``: a C-GET selects by its
-    level's UID alone, ignoring the study (and series) UID it was given.
+    that failure status. ``image_find_status``: every IMAGE-level C-FIND (the
+    first ``image_find_failing`` ones if given) answers that status and nothing
+    else. ``get_by_lowest_key``: a C-GET selects by its level's UID alone, ignoring
+    the study (and series) UID it was given.
     It records the C-GETs it saw (``gets``), the instances each one sent (``sent``),
     the level of each C-FIND (``levels``), the number of IMAGE-level ones
     (``finds``) and the keys each of those asked for (``image_keys``), whether a
@@ -394,6 +395,7 @@ class RetrievePeer(ScriptedPeer):
         find_delays: Sequence[float] = (),
         study_classes: Sequence[str] | int | None = None,
         image_find_status: int | None = None,
+        image_find_failing: int | None = None,
         get_by_lowest_key: bool = False,
     ) -> None:
         self.datasets = [pydicom.dcmread(f) for f in files]
@@ -401,6 +403,7 @@ class RetrievePeer(ScriptedPeer):
         self.find_delays = list(find_delays)
         self.study_classes = study_classes
         self.image_find_status = image_find_status
+        self.image_find_failing = image_find_failing
         self.get_by_lowest_key = get_by_lowest_key
         #: "find answered" (an IMAGE-level C-FIND's last response) and "get started",
         #: in the order they happened.
@@ -454,7 +457,8 @@ class RetrievePeer(ScriptedPeer):
             return
         if n < len(self.find_delays):
             time.sleep(self.find_delays[n])
-        if self.image_find_status is not None:
+        failing = self.image_find_failing
+        if self.image_find_status is not None and (failing is None or n < failing):
             self.events.append("find answered")
             yield self.image_find_status, None
             return
