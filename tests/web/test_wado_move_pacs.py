@@ -3,8 +3,9 @@ both session PACS (Orthanc and dcmqrscp): the gateway's own C-STORE SCP receives
 what the PACS sends to the move destination registered for it (``move_destination``).
 
 What is checked end to end: a series and a study arrive whole and byte for byte
-as stored, a retrieved series is then answered from the cache, and unknown or
-mismatched UIDs are 404. The C-MOVE needs no SOP classes, so the IMAGE-level
+as stored, a retrieved series is then answered from the cache, unknown or
+mismatched UIDs are 404, and a PACS that does not know the gateway as a move
+destination gives a 502 with its status. The C-MOVE needs no SOP classes, so the IMAGE-level
 C-FIND runs beside it: the 404s here are settled by that listing and by the
 received instances' own UIDs, not by a C-FIND in front.
 """
@@ -107,3 +108,26 @@ def test_unknown_and_mismatched_uids_by_c_move_are_404(
     # Whatever the PACS sent for the mismatched requests was not kept.
     cache = move_gw.app.state.retriever.cache
     assert move_gw.run(cache.lookup(mr.sop_uid)) is None
+
+
+def test_a_move_destination_the_pacs_does_not_know_is_502_with_its_status(
+    pacs: OrthancServer | DcmqrscpServer, move_destination: MoveDestination, sample_manifest: Any
+) -> None:
+    """The gateway's AE title is not registered as a move destination in the PACS:
+    the C-MOVE fails (dcmqrscp: A801 "Move Destination unknown"; Orthanc 1.10
+    answers its generic C000), and the client gets a 502 that names the operation
+    and the PACS's status, not a 404: the series exists (the listing says so)."""
+    mr = _of(sample_manifest, MR_PATIENT.pid)[0]
+    gw = GatewayServer(
+        pacs.pacs_config(retrieve_method="move"),
+        calling_aet="UNKNOWN_DEST",
+        store_scp_host=move_destination.host,
+        store_scp_port=move_destination.port,
+    )
+    with gw:
+        r = _get(f"{gw.url}/studies/{mr.study_uid}/series/{mr.series_uid}")
+    assert r.status_code == 502, (r.status_code, r.text[:300])
+    assert r.headers["Content-Type"].startswith("application/json")
+    detail = r.json()["detail"]
+    status = "0xC000" if isinstance(pacs, OrthancServer) else "0xA801"
+    assert "C-MOVE" in detail and status in detail, detail
