@@ -370,3 +370,34 @@ def test_a_raising_hand_back_leaves_the_other_writes_of_its_batch_answered(
     with caplog.at_level(logging.ERROR, logger="gateway.cache"):
         asyncio.run(main())
     assert any(r.exc_info and "scratch" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_an_outcome_handed_back_after_close_starts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch published just before ``close`` and handed back after it: the
+    instance is not handed out, and no eviction starts on the closed index (the
+    budget here is smaller than the instance, so counting it would start one)."""
+    real = InstanceCache._publish_batch
+    published = threading.Event()
+
+    def after_close(self: InstanceCache, written: Any) -> Any:
+        outcome = real(self, written)
+        published.set()
+        deadline = time.monotonic() + 10
+        while self.enabled and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return outcome
+
+    monkeypatch.setattr(InstanceCache, "_publish_batch", after_close)
+
+    async def main() -> None:
+        cache = new_cache(tmp_path, budget=1000)
+        await cache.open()
+        kept = await _keep(cache, f"{SERIES}.1", b"x" * 5000)
+        assert await asyncio.to_thread(published.wait, 10)  # published, not handed back
+        await cache.close()
+        assert await asyncio.wait_for(kept, 10) is None
+        assert cache._eviction is None
+
+    asyncio.run(main())
