@@ -55,8 +55,8 @@ from gateway.cache.layout import CacheLayout, check_derived_key
 from gateway.cache.records import CachedInstance, CachedSeries, CacheStats
 from gateway.cache.sweep import empty_trash, remove_stale_temps
 from gateway.cache.worker import IndexWorker, Published, WrittenInstance, is_corruption
-from gateway.cache.write_queue import Chunk, QueuedWrite, WriteQueue
-from gateway.cache.writer import AtomicWriter
+from gateway.cache.write_queue import QueuedWrite, WriteQueue
+from gateway.cache.writer import AtomicWriter, Chunk
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class InstanceCache:
         size = sum(len(chunk) for chunk in chunks)
         row = (study_uid, series_uid, sop_uid, transfer_syntax, size, self._clock())
         final = self._layout.instance_path(sop_uid)
-        await writes.put(QueuedWrite(final, row, chunks, size, future))
+        await writes.put(QueuedWrite(final, row, chunks, future))
         return future
 
     async def settled(self) -> None:

@@ -31,7 +31,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from gateway.cache.index import InstanceRow
 from gateway.cache.layout import temp_path
 from gateway.cache.records import CachedInstance
 from gateway.cache.worker import Published, WrittenInstance
+from gateway.cache.writer import NEW_FILE_FLAGS, Chunk, write_all
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,6 @@ publishes at once."""
 
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-Chunk = bytes | bytearray | memoryview
 PublishBatch = Callable[[list[WrittenInstance]], list[Published]]
 """Runs on the writer thread and blocks until the index job is done."""
 
@@ -69,9 +67,12 @@ class QueuedWrite:
     final: Path
     row: InstanceRow
     chunks: tuple[Chunk, ...]
-    size: int
     future: asyncio.Future[CachedInstance | None]
     temp: Path | None = None
+
+    @property
+    def size(self) -> int:
+        return self.row[4]
 
 
 @dataclass(slots=True)
@@ -103,6 +104,7 @@ class WriteQueue:
         self._max_queued_bytes = max_queued_bytes
         self._queue: queue.SimpleQueue[QueuedWrite | _Barrier | object] = queue.SimpleQueue()
         self._queued_bytes = 0
+        self._outstanding = 0  # put and not yet handed back
         self._room = asyncio.Event()
         self._room.set()
         self._closing = False
@@ -123,11 +125,13 @@ class WriteQueue:
             write.future.set_result(None)
             return
         self._queued_bytes += write.size
+        self._outstanding += 1
         self._queue.put(write)
 
     async def settled(self) -> None:
-        """Return once everything queued before this call is published or failed."""
-        if self._closing:
+        """Return once everything queued before this call is published or failed
+        (at once when nothing is: no round trip through the thread)."""
+        if self._closing or not self._outstanding:
             return
         barrier = _Barrier(self._loop.create_future())
         self._queue.put(barrier)
@@ -151,6 +155,7 @@ class WriteQueue:
             self._report(outcome)  # the index job failed: once for the whole batch
         for n, write in enumerate(done):
             self._queued_bytes -= write.size
+            self._outstanding -= 1
             cached = None
             try:
                 result = outcome if isinstance(outcome, BaseException) else outcome[n]
@@ -160,7 +165,6 @@ class WriteQueue:
                     self._report(result)
             except Exception:  # whatever a callback did, the others go on: nobody waits
                 log.exception("handing back a cache write failed")
-                cached = None
             if not write.future.done():
                 write.future.set_result(cached)
         if self._queued_bytes <= self._max_queued_bytes:
@@ -231,12 +235,12 @@ class WriteQueue:
     def _write(self, write: QueuedWrite) -> None:
         write.temp = temp_path(write.final)
         try:
-            fd = os.open(write.temp, _OPEN_FLAGS, 0o644)
+            fd = os.open(write.temp, NEW_FILE_FLAGS, 0o644)
         except FileNotFoundError:  # a new bucket directory (or the cache was wiped)
             write.final.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(write.temp, _OPEN_FLAGS, 0o644)
+            fd = os.open(write.temp, NEW_FILE_FLAGS, 0o644)
         try:
-            _write_all(fd, write.chunks)
+            write_all(fd, write.chunks)
             if self._fsync:
                 os.fsync(fd)
         except BaseException:
@@ -258,10 +262,3 @@ class WriteQueue:
 def _written(write: QueuedWrite) -> WrittenInstance:
     assert write.temp is not None
     return WrittenInstance(write.temp, write.final, write.row)
-
-
-def _write_all(fd: int, chunks: Sequence[Chunk]) -> None:
-    for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]

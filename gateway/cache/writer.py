@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Generic, Literal, TypeVar
@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 COALESCE_BYTES = 256 * 1024
+
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+"""A temporary file is always new: another writer's is never reused."""
+
+Chunk = bytes | bytearray | memoryview
 
 _State = Literal["writing", "disabled", "publishing", "committed", "aborted"]
 
@@ -177,11 +182,8 @@ class AtomicWriter(Generic[R]):
             if self._fd is None:
                 self.final.parent.mkdir(parents=True, exist_ok=True)
                 self._tmp = temp_path(self.final)
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-                self._fd = os.open(self._tmp, flags, 0o644)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+                self._fd = os.open(self._tmp, NEW_FILE_FLAGS, 0o644)
+            write_all(self._fd, (data,))
 
     def _close(self) -> None:
         with self._lock:
@@ -205,3 +207,11 @@ class AtomicWriter(Generic[R]):
                     self._tmp.unlink(missing_ok=True)
                 except OSError as exc:  # the sweep at the next start removes it
                     log.debug("could not remove %s: %s", self._tmp, exc)
+
+
+def write_all(fd: int, chunks: Iterable[Chunk]) -> None:
+    """Write every byte of ``chunks`` to ``fd`` (``os.write`` may write less)."""
+    for chunk in chunks:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]

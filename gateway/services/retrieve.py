@@ -327,7 +327,7 @@ class _Listing:
     it. Beside it, two things the C-FIND in front used to settle are checked
     otherwise: a target the PACS does not have (the retrieve brings nothing or
     fails, and the listing is empty: 404) and UIDs that do not belong together (a
-    series asked under another study: ``belongs`` on every instance received)."""
+    series asked under another study: ``_belongs`` on every instance received)."""
 
     def __init__(self, pacs: PacsClient, target: Target, sops: list[str] | None) -> None:
         self._pacs = pacs

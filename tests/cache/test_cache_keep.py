@@ -261,7 +261,7 @@ def test_an_unexpected_error_in_a_write_fails_that_instance_only(
     and the writer thread lives on: nobody waits for ever."""
     import gateway.cache.write_queue as wq
 
-    real = wq._write_all
+    real = wq.write_all
     calls: list[int] = []
 
     def once_broken(fd: int, chunks: Any) -> None:
@@ -270,7 +270,7 @@ def test_an_unexpected_error_in_a_write_fails_that_instance_only(
             raise MemoryError("scratch")
         real(fd, chunks)
 
-    monkeypatch.setattr(wq, "_write_all", once_broken)
+    monkeypatch.setattr(wq, "write_all", once_broken)
 
     async def main() -> None:
         async with new_cache(tmp_path) as cache:
